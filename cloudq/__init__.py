@@ -1,0 +1,1 @@
+"""cloudq: Celery's API on SQS and DynamoDB."""

@@ -1,0 +1,149 @@
+"""The exception tree: every error cloudq raises derives from :class:`CloudqError`.
+
+Each class's docstring is its default message, so ``raise NotRegistered()`` still says
+something useful.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class CloudqError(Exception):
+    """A cloudq error."""
+
+    def __init__(self, message: str | None = None, *args: Any) -> None:
+        super().__init__(message or (self.__doc__ or "").strip(), *args)
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+# -- configuration ------------------------------------------------------------------------------
+class ConfigError(CloudqError):
+    """The configuration is invalid."""
+
+
+# -- messages -----------------------------------------------------------------------------------
+class MessageError(CloudqError):
+    """A message could not be handled."""
+
+
+class EncodeError(MessageError):
+    """A value could not be encoded as JSON for a task message."""
+
+
+class DecodeError(MessageError):
+    """A task message could not be decoded."""
+
+
+class SignatureError(DecodeError):
+    """A task message's signature is missing or does not match the signing key."""
+
+
+class ValidationError(MessageError):
+    """The arguments do not match the task's signature."""
+
+
+class NotRegistered(CloudqError, KeyError):
+    """No task is registered under this name."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; we don't want that.
+        return self.message
+
+
+# -- results ------------------------------------------------------------------------------------
+class ResultError(CloudqError):
+    """A task result could not be obtained."""
+
+
+class TimeoutError(ResultError):  # noqa: A001 - Celery's name, part of the public API.
+    """The operation timed out."""
+
+
+class TaskRevokedError(ResultError):
+    """The task was revoked or expired, so it has no result."""
+
+
+class RemoteTaskError(ResultError):
+    """The task failed with an exception whose type cannot be imported here."""
+
+    def __init__(self, message: str | None = None, *, exc_type: str = "") -> None:
+        super().__init__(message)
+        self.exc_type = exc_type
+
+    def __str__(self) -> str:
+        return f"{self.exc_type}: {self.message}" if self.exc_type else self.message
+
+
+class ChordError(ResultError):
+    """A chord's header task failed, so its callback cannot run."""
+
+
+# -- task control flow --------------------------------------------------------------------------
+class TaskControl(CloudqError):
+    """Raised inside a task to change what happens to its message."""
+
+
+class Retry(TaskControl):
+    """The task is to be retried."""
+
+    def __init__(
+        self,
+        message: str | None = None,
+        exc: BaseException | None = None,
+        when: float | None = None,
+    ) -> None:
+        super().__init__(message or (f"Retry: {exc!r}" if exc else None))
+        self.exc = exc
+        self.when = when  # countdown in seconds
+
+
+class Reject(TaskControl):
+    """The task rejected its message."""
+
+    def __init__(self, reason: str | None = None, requeue: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason or ""
+        self.requeue = requeue
+
+
+class MaxRetriesExceededError(CloudqError):
+    """The task has been retried the maximum number of times."""
+
+
+class SoftTimeLimitExceeded(CloudqError):
+    """The task ran past its soft time limit."""
+
+
+class TimeLimitExceeded(CloudqError):
+    """The task ran past its hard time limit and was killed."""
+
+
+class WorkerLostError(CloudqError):
+    """The process running the task exited before it finished."""
+
+
+__all__ = [
+    "ChordError",
+    "CloudqError",
+    "ConfigError",
+    "DecodeError",
+    "EncodeError",
+    "MaxRetriesExceededError",
+    "MessageError",
+    "NotRegistered",
+    "Reject",
+    "RemoteTaskError",
+    "ResultError",
+    "Retry",
+    "SignatureError",
+    "SoftTimeLimitExceeded",
+    "TaskControl",
+    "TaskRevokedError",
+    "TimeLimitExceeded",
+    "TimeoutError",
+    "ValidationError",
+    "WorkerLostError",
+]

@@ -1,0 +1,193 @@
+"""The task message: a frozen, versioned envelope, and how it is framed on the wire.
+
+A body on the queue is a JSON object in one of three frames:
+
+* plain: the envelope itself, ``{"v": 1, "id": ..., "task": ..., "args": [...], ...}``;
+* compressed: ``{"v": 1, "id": ..., "task": ..., "gzip": "<base64 of the plain JSON>"}``;
+* claim check: ``{"v": 1, "id": ..., "task": ..., "s3": {"bucket": ..., "key": ...}}`` when the
+  body is over ``message_size_limit``; the S3 object holds a plain or compressed frame.
+
+With a ``signing_key`` every frame carries ``"sig"``: HMAC-SHA256 over the frame's canonical
+JSON without ``"sig"``. This module does no I/O: fetching claim checks is the caller's job.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import hmac
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ValidationError as PydanticValidationError
+
+from cloudq.errors import DecodeError, SignatureError
+
+VERSION = 1
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Envelope(BaseModel):
+    """One task invocation. Arguments are held in their JSON form (``cloudq.serialization``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    v: Literal[1] = VERSION
+    id: str = Field(default_factory=new_id, min_length=1)
+    task: str = Field(min_length=1)
+    args: list[Any] = Field(default_factory=list)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    queue: str | None = None
+    """The logical queue the message was routed to (used when it is re-sent)."""
+    eta: datetime | None = None
+    expires: datetime | None = None
+    retries: int = Field(default=0, ge=0)
+    priority: int | None = Field(default=None, ge=0, le=9)
+    root_id: str | None = None
+    parent_id: str | None = None
+    group_id: str | None = None
+    message_group_id: str | None = None
+    link: list[dict[str, Any]] = Field(default_factory=list)
+    link_error: list[dict[str, Any]] = Field(default_factory=list)
+    headers: dict[str, Any] = Field(default_factory=dict)
+    time_limit: float | None = None
+    soft_time_limit: float | None = None
+    compression: Literal["gzip"] | None = None
+    sent_at: datetime = Field(default_factory=utcnow)
+
+    def replace(self, **changes: Any) -> Envelope:
+        """A copy with ``changes`` applied (validated)."""
+        return Envelope.model_validate({**self.model_dump(), **changes})
+
+    def countdown_s(self, now: datetime | None = None) -> float:
+        """Seconds until the ETA (0 when there is none or it has passed)."""
+        if self.eta is None:
+            return 0.0
+        return max(0.0, (self.eta - (now or utcnow())).total_seconds())
+
+    def is_expired(self, now: datetime | None = None) -> bool:
+        return self.expires is not None and (now or utcnow()) >= self.expires
+
+
+class ClaimCheck(BaseModel):
+    """Where the real body of an oversized message lives."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    task: str
+    bucket: str
+    key: str
+
+
+def as_utc(value: datetime | float | timedelta | None, now: datetime | None = None) -> datetime | None:
+    """Normalise an eta/expires given as datetime, seconds from now, or timedelta, to UTC."""
+    if value is None:
+        return None
+    now = now or utcnow()
+    if isinstance(value, timedelta):
+        return now + value
+    if isinstance(value, datetime):
+        if value.tzinfo is None:  # naive datetimes are taken as UTC, as Celery does with utc on
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+    return now + timedelta(seconds=float(value))
+
+
+# -- framing ------------------------------------------------------------------------------------
+def _canonical(frame: dict[str, Any]) -> bytes:
+    return json.dumps(frame, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _sign(frame: dict[str, Any], key: str | None) -> dict[str, Any]:
+    if key:
+        frame["sig"] = hmac.new(key.encode(), _canonical(frame), hashlib.sha256).hexdigest()
+    return frame
+
+
+def _verify(frame: dict[str, Any], key: str | None) -> None:
+    if not key:
+        return
+    sig = frame.pop("sig", None)
+    if not isinstance(sig, str):
+        raise SignatureError("message is not signed, but this worker requires signed messages")
+    expected = hmac.new(key.encode(), _canonical(frame), hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(sig, expected):
+        raise SignatureError("message signature does not match the signing key")
+
+
+def encode(envelope: Envelope, *, signing_key: str | None = None) -> str:
+    """Frame an envelope as a queue body (compressed if ``envelope.compression`` says so)."""
+    plain = envelope.model_dump(mode="json", exclude_defaults=False)
+    if envelope.compression == "gzip":
+        packed = gzip.compress(json.dumps(plain, separators=(",", ":")).encode(), mtime=0)
+        frame: dict[str, Any] = {
+            "v": VERSION, "id": envelope.id, "task": envelope.task,
+            "gzip": base64.b64encode(packed).decode("ascii"),
+        }
+    else:
+        frame = plain
+    return json.dumps(_sign(frame, signing_key), separators=(",", ":"), ensure_ascii=False)
+
+
+def claim_check(envelope: Envelope, bucket: str, key: str, *, signing_key: str | None) -> str:
+    """The small body that points at an oversized one stored in S3."""
+    frame = {"v": VERSION, "id": envelope.id, "task": envelope.task,
+             "s3": {"bucket": bucket, "key": key}}
+    return json.dumps(_sign(frame, signing_key), separators=(",", ":"))
+
+
+def decode(body: str | bytes, *, signing_key: str | None = None) -> Envelope | ClaimCheck:
+    """Parse a queue body into an envelope, or the claim check to fetch it with."""
+    try:
+        frame = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DecodeError(f"message body is not JSON: {exc}") from exc
+    if not isinstance(frame, dict):
+        raise DecodeError(f"message body is a JSON {type(frame).__name__}, not an object")
+    if frame.get("v") != VERSION:
+        raise DecodeError(f"unsupported message version {frame.get('v')!r} (expected {VERSION})")
+    _verify(frame, signing_key)
+    if "s3" in frame:
+        ref = frame["s3"]
+        try:
+            return ClaimCheck(id=frame["id"], task=frame["task"], bucket=ref["bucket"],
+                              key=ref["key"])
+        except (KeyError, TypeError, PydanticValidationError) as exc:
+            raise DecodeError(f"bad claim check: {exc}") from exc
+    if "gzip" in frame:
+        try:
+            frame = json.loads(gzip.decompress(base64.b64decode(frame["gzip"])))
+        except (OSError, ValueError, TypeError) as exc:
+            raise DecodeError(f"bad gzip payload: {exc}") from exc
+    try:
+        return Envelope.model_validate(frame)
+    except PydanticValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise DecodeError(f"invalid task message: {problems}") from exc
+
+
+def peek(body: str | bytes) -> tuple[str | None, str | None]:
+    """Best-effort (task id, task name) of a body that may not decode, for poison reports."""
+    try:
+        frame = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None, None
+    if not isinstance(frame, dict):
+        return None, None
+    task_id, name = frame.get("id"), frame.get("task")
+    return (task_id if isinstance(task_id, str) else None,
+            name if isinstance(name, str) else None)
