@@ -1,1 +1,59 @@
-"""cloudq: Celery's API on SQS and DynamoDB."""
+"""cloudq: Celery's programming model on AWS serverless (SQS, DynamoDB, Lambda, EventBridge).
+
+``import cloudq`` is light: boto3, click, moto and the rest load only when used.
+"""
+
+from __future__ import annotations
+
+from cloudq import signals, states
+from cloudq.app import App, current_app
+from cloudq.app import shared_task as task
+from cloudq.errors import (
+    ChordError,
+    CloudqError,
+    ConfigError,
+    DecodeError,
+    EncodeError,
+    MaxRetriesExceededError,
+    NotRegistered,
+    Reject,
+    RemoteTaskError,
+    Retry,
+    SoftTimeLimitExceeded,
+    TaskRevokedError,
+    TimeLimitExceeded,
+    TimeoutError,
+    ValidationError,
+)
+from cloudq.result import AsyncResult
+from cloudq.states import State
+from cloudq.task import Request, Task
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "App",
+    "AsyncResult",
+    "ChordError",
+    "CloudqError",
+    "ConfigError",
+    "DecodeError",
+    "EncodeError",
+    "MaxRetriesExceededError",
+    "NotRegistered",
+    "Reject",
+    "RemoteTaskError",
+    "Request",
+    "Retry",
+    "SoftTimeLimitExceeded",
+    "State",
+    "Task",
+    "TaskRevokedError",
+    "TimeLimitExceeded",
+    "TimeoutError",
+    "ValidationError",
+    "current_app",
+    "signals",
+    "states",
+    "task",
+]

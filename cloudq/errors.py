@@ -25,6 +25,11 @@ class ConfigError(CloudqError):
     """The configuration is invalid."""
 
 
+# -- AWS calls ----------------------------------------------------------------------------------
+class TransportError(CloudqError):
+    """A call to the message queue (SQS) failed."""
+
+
 # -- messages -----------------------------------------------------------------------------------
 class MessageError(CloudqError):
     """A message could not be handled."""
@@ -94,10 +99,20 @@ class Retry(TaskControl):
         message: str | None = None,
         exc: BaseException | None = None,
         when: float | None = None,
+        *,
+        eta: Any = None,
+        args: Any = None,
+        kwargs: Any = None,
+        options: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__(message or (f"Retry: {exc!r}" if exc else None))
+        super().__init__(message or (f"Retry in {when}s: {exc!r}" if exc else f"Retry in {when}s"))
         self.exc = exc
-        self.when = when  # countdown in seconds
+        self.when = when
+        """Countdown in seconds (or None when ``eta`` is given)."""
+        self.eta = eta
+        self.new_args = args
+        self.new_kwargs = kwargs
+        self.options = options or {}
 
 
 class Reject(TaskControl):
@@ -144,6 +159,7 @@ __all__ = [
     "TaskRevokedError",
     "TimeLimitExceeded",
     "TimeoutError",
+    "TransportError",
     "ValidationError",
     "WorkerLostError",
 ]

@@ -75,6 +75,12 @@ def _tagged(value: Any, path: str) -> dict[str, Any]:
         return {TAG: "set", "v": sorted(items, key=json.dumps)}
     if isinstance(value, BaseModel):
         return {TAG: "model", "cls": _class_path(type(value)), "v": value.model_dump(mode="json")}
+    if isinstance(value, BaseException):
+        try:
+            args = to_jsonable(list(value.args), f"{path}.args")
+        except EncodeError:
+            args = [str(value)]
+        return {TAG: "exception", "type": exception_path(value), "message": str(value), "v": args}
     raise EncodeError(
         f"{path}: object of type {type(value).__module__}.{type(value).__qualname__} is not "
         "JSON serialisable (use JSON types, datetime, date, Decimal, UUID, bytes, tuples "
@@ -95,6 +101,33 @@ def _model_from(cls_path: str, data: Any) -> Any:
     return data
 
 
+def exception_path(exc: BaseException) -> str:
+    """``module.QualName`` of an exception's class (just the name for builtins)."""
+    cls = type(exc)
+    if cls.__module__ == "builtins":
+        return cls.__qualname__
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def rebuild_exception(exc_type: str, message: str, args: Any) -> BaseException:
+    """An exception of the named type when importable here, else RemoteTaskError naming it."""
+    from cloudq.errors import RemoteTaskError
+
+    module_name, _, name = exc_type.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name or "builtins"), name)
+    except (ImportError, AttributeError, ValueError):
+        return RemoteTaskError(message, exc_type=exc_type)
+    if not (isinstance(cls, type) and issubclass(cls, BaseException)):
+        return RemoteTaskError(message, exc_type=exc_type)
+    for attempt in (lambda: cls(*args), lambda: cls(message)):
+        try:
+            return attempt()  # type: ignore[no-any-return]
+        except Exception:
+            continue
+    return RemoteTaskError(message, exc_type=exc_type)
+
+
 _DECODERS: dict[str, Callable[[dict[str, Any]], Any]] = {
     "tuple": lambda o: tuple(from_jsonable(v) for v in o["v"]),
     "dict": lambda o: {k: from_jsonable(v) for k, v in o["v"].items()},
@@ -106,6 +139,7 @@ _DECODERS: dict[str, Callable[[dict[str, Any]], Any]] = {
     "bytes": lambda o: base64.b64decode(o["v"]),
     "set": lambda o: {from_jsonable(v) for v in o["v"]},
     "model": lambda o: _model_from(o["cls"], o["v"]),
+    "exception": lambda o: rebuild_exception(o["type"], o["message"], from_jsonable(o["v"])),
 }
 
 

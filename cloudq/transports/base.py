@@ -97,7 +97,11 @@ class Transport(abc.ABC):
         """Keep received messages hidden for another ``timeout_s`` (the poller's heartbeat)."""
 
     def dead_letter(self, message: ReceivedMessage, reason: str) -> None:
-        """Move a message to its queue's dead-letter queue, recording why, then delete it."""
+        """Copy a message to its queue's dead-letter queue, recording why.
+
+        The original is not deleted here: the runner acknowledges it like any handled message
+        (the poller deletes it, a Lambda reports it as processed), so one code path serves both.
+        """
         dlq = dead_letter_queue_name(message.queue)
         attributes = {**message.attributes, "cloudq-reason": reason[:1000],
                       "cloudq-source-queue": message.queue}
@@ -108,7 +112,6 @@ class Transport(abc.ABC):
             dedup_id=message.message_id if is_fifo(dlq) else None,
             attributes=attributes,
         ))
-        self.ack([message])
 
     # -- administration (CLI, provisioning, tests) ----------------------------------------------
     @abc.abstractmethod

@@ -1,0 +1,286 @@
+"""The App: settings, the task registry, and the wiring of transport, store and payloads."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar, overload
+
+from cloudq.config import Conf, Settings
+from cloudq.errors import ConfigError, NotRegistered
+from cloudq.routing import Router
+from cloudq.task import TASK_OPTIONS, Task
+
+if TYPE_CHECKING:
+    from cloudq.aws import AwsClients
+    from cloudq.message import Envelope
+    from cloudq.payloads import S3Payloads
+    from cloudq.result import AsyncResult
+    from cloudq.results import ResultBackend
+    from cloudq.stores.base import Store
+    from cloudq.transports.base import Transport
+
+logger = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_current: App | None = None
+_current_lock = threading.Lock()
+_shared_tasks: list[Callable[[App], None]] = []
+
+
+def current_app() -> App:
+    """The app made last (or one configured from ``CLOUDQ_*`` env). Never connects."""
+    global _current
+    with _current_lock:
+        if _current is None:
+            _current = App(os.environ.get("CLOUDQ_APP_NAME", "default"), set_as_current=False)
+        return _current
+
+
+def _set_current(app: App) -> None:
+    global _current
+    with _current_lock:
+        _current = app
+
+
+def task_name(fn: Callable[..., Any], app_name: str | None) -> str:
+    """``module.function``, with ``__main__`` replaced by the app's name as Celery does."""
+    module = fn.__module__
+    if module == "__main__" and app_name:
+        module = app_name
+    return f"{module}.{fn.__qualname__}"
+
+
+class App:
+    """A cloudq application: ``app = cloudq.App("shop", region="eu-west-1")``."""
+
+    def __init__(
+        self,
+        main: str | None = None,
+        *,
+        transport: Transport | None = None,
+        store: Store | None = None,
+        set_as_current: bool = True,
+        **settings: Any,
+    ) -> None:
+        self.main = main
+        self.tasks: dict[str, Task[Any, Any]] = {}
+        self._lock = threading.RLock()
+        self._transport = transport
+        self._store = store
+        self._payloads: dict[str, S3Payloads] = {}
+        self.conf = Conf(settings, on_change=self._settings_changed)
+        for register in list(_shared_tasks):
+            register(self)
+        if set_as_current:
+            _set_current(self)
+
+    def __repr__(self) -> str:
+        return f"<cloudq.App {self.main!r}>"
+
+    # -- settings -----------------------------------------------------------------------------------
+    @property
+    def settings(self) -> Settings:
+        return self.conf.settings
+
+    def config_from_object(self, obj: Any) -> None:
+        """Load settings from a module, class, dict, or ``"module.path"`` string."""
+        if isinstance(obj, str):
+            import importlib
+
+            obj = importlib.import_module(obj)
+        self.conf.load_object(obj)
+
+    def _settings_changed(self) -> None:
+        self.__dict__.pop("router", None)
+        self.__dict__.pop("backend", None)
+
+    @cached_property
+    def router(self) -> Router:
+        return Router(self.settings.task_routes)
+
+    # -- tasks --------------------------------------------------------------------------------------
+    @overload
+    def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+    @overload
+    def task(
+        self, *, bind: Literal[True], base: type[Task[Any, Any]] | None = ..., name: str | None = ...,
+        **options: Any,
+    ) -> Callable[[Callable[Concatenate[Any, P], R]], Task[P, R]]: ...
+    @overload
+    def task(
+        self, *, bind: Literal[False] = ..., base: type[Task[Any, Any]] | None = ...,
+        name: str | None = ..., **options: Any,
+    ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+    def task(self, fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+        """Register a function as a task: ``@app.task`` or ``@app.task(bind=True, ...)``."""
+        if fn is not None:
+            return self._register(fn, options)
+        return lambda f: self._register(f, options)
+
+    def _register(self, fn: Callable[..., Any], options: dict[str, Any]) -> Task[Any, Any]:
+        task = make_task(fn, self, options)
+        self.register_task(task)
+        return task
+
+    def register_task(self, task: Task[Any, Any]) -> None:
+        with self._lock:
+            existing = self.tasks.get(task.name)
+            if existing is not None and existing._fn is not task._fn:
+                logger.warning("task %s registered twice; the later definition wins", task.name)
+            self.tasks[task.name] = task
+
+    def task_for(self, name: str) -> Task[Any, Any]:
+        try:
+            return self.tasks[name]
+        except KeyError:
+            raise NotRegistered(
+                f"task {name!r} is not registered with app {self.main!r} (is its module "
+                "imported by the worker?)"
+            ) from None
+
+    # -- sending ------------------------------------------------------------------------------------
+    def send_task(
+        self,
+        name: str,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        countdown: float | None = None,
+        eta: datetime | None = None,
+        expires: float | timedelta | datetime | None = None,
+        **options: Any,
+    ) -> AsyncResult[Any]:
+        """Send a task by name; the task need not be importable here."""
+        from cloudq.result import AsyncResult
+        from cloudq.sending import build_envelope, publish
+
+        task = options.pop("task", None) or self.tasks.get(name)
+        envelope = build_envelope(
+            self, name, args, kwargs, task=task, countdown=countdown, eta=eta, expires=expires,
+            **options,
+        )
+        if self.settings.task_always_eager and task is not None:
+            from cloudq.runners.eager import apply_envelope
+
+            return apply_envelope(self, task, envelope)
+        publish(self, [envelope])
+        return AsyncResult(envelope.id, app=self, task_name=name)
+
+    def publish(self, envelopes: Sequence[Envelope]) -> None:
+        """Send ready-made envelopes, batched per queue."""
+        from cloudq.sending import publish
+
+        publish(self, envelopes)
+
+    def AsyncResult(self, task_id: str) -> AsyncResult[Any]:  # noqa: N802 - Celery's name
+        from cloudq.result import AsyncResult
+
+        return AsyncResult(task_id, app=self)
+
+    # -- wiring -------------------------------------------------------------------------------------
+    @cached_property
+    def aws(self) -> AwsClients:
+        from cloudq.aws import AwsClients
+
+        return AwsClients(region=self.settings.region, endpoint_url=self.settings.endpoint_url)
+
+    @property
+    def transport(self) -> Transport:
+        with self._lock:
+            if self._transport is None:
+                from cloudq.transports.sqs import SqsTransport
+
+                self._transport = SqsTransport(self.aws, prefix=self.settings.queue_prefix)
+            return self._transport
+
+    @property
+    def store(self) -> Store:
+        with self._lock:
+            if self._store is None:
+                from cloudq.stores.dynamodb import DynamoStore
+
+                self._store = DynamoStore(self.aws, self.settings.result_table)
+            return self._store
+
+    @cached_property
+    def backend(self) -> ResultBackend:
+        from cloudq.results import ResultBackend
+
+        return ResultBackend(self.store, expires_s=self.settings.result_expires_s)
+
+    def payloads(self, bucket: str) -> S3Payloads:
+        with self._lock:
+            if bucket not in self._payloads:
+                from cloudq.payloads import S3Payloads
+
+                self._payloads[bucket] = S3Payloads(self.aws, bucket)
+            return self._payloads[bucket]
+
+    def queues(self, names: Sequence[str] | None = None) -> list[str]:
+        """The logical queues (all priority bands) a worker of ``names`` polls, urgent first."""
+        from cloudq.routing import polling_order
+
+        return polling_order(names or self.known_queues())
+
+    def known_queues(self) -> list[str]:
+        """Queue names the app's settings and tasks mention."""
+        names = [self.settings.task_default_queue]
+        names += [t.queue for t in self.tasks.values() if t.queue]
+        routes = self.settings.task_routes
+        for route in ([routes] if isinstance(routes, Mapping) else routes or []):
+            if isinstance(route, Mapping):
+                for target in route.values():
+                    queue = target if isinstance(target, str) else target.get("queue")
+                    if queue:
+                        names.append(queue)
+        return list(dict.fromkeys(names))
+
+    def after_fork(self) -> None:
+        """Drop connections inherited from a parent process (pools that fork)."""
+        with self._lock:
+            if "aws" in self.__dict__:
+                self.aws.reset_after_fork()
+
+    def close(self) -> None:
+        for part in (self._transport, self._store):
+            if part is not None:
+                part.close()
+
+
+def make_task(fn: Callable[..., Any], app: App | None, options: Mapping[str, Any]) -> Task[Any, Any]:
+    """Build a Task (or ``base`` subclass) from a function and decorator options."""
+    unknown = set(options) - TASK_OPTIONS
+    if unknown:
+        raise ConfigError(
+            f"@task({', '.join(sorted(unknown))}=...) on {fn.__qualname__}: unknown task option"
+        )
+    options = dict(options)
+    base: type[Task[Any, Any]] = options.pop("base", None) or Task
+    if not (isinstance(base, type) and issubclass(base, Task)):
+        raise ConfigError(f"@task(base={base!r}): base must be a subclass of cloudq.Task")
+    name = options.pop("name", None) or task_name(fn, app.main if app else None)
+    bind = bool(options.pop("bind", False))
+    if isinstance(options.get("autoretry_for"), list):
+        options["autoretry_for"] = tuple(options["autoretry_for"])
+    return base(fn, app=app, name=name, bind=bind, **options)
+
+
+def shared_task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+    """``@cloudq.task``: a task for the current app, registered on every app made later too."""
+
+    def decorate(f: Callable[..., Any]) -> Task[Any, Any]:
+        task = make_task(f, None, options)
+        _shared_tasks.append(lambda app: app.register_task(task))
+        if _current is not None:
+            _current.register_task(task)
+        return task
+
+    return decorate(fn) if fn is not None else decorate

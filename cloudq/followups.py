@@ -1,0 +1,58 @@
+"""Follow-up messages: ``link`` callbacks after success, ``link_error`` errbacks after failure.
+
+A signature travels as a plain dict: ``{"task", "args", "kwargs", "options", "immutable"}``
+with arguments in their JSON form. A callback gets the parent's return value prepended to
+its arguments (unless immutable); an errback is called as ``errback(request, exc, traceback)``
+where ``request`` is a dict of the failed invocation (id, task, args, kwargs, retries, root_id,
+parent_id, group_id), ``exc`` the exception rebuilt with its own type when importable, and
+``traceback`` the formatted traceback string.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from cloudq.serialization import from_jsonable
+
+if TYPE_CHECKING:
+    from cloudq.app import App
+    from cloudq.message import Envelope
+
+logger = logging.getLogger(__name__)
+
+
+def envelope_for_signature(
+    app: App, signature: Mapping[str, Any], prepend: Sequence[Any], parent: Envelope
+) -> Envelope:
+    from cloudq.sending import build_envelope
+
+    args = list(from_jsonable(signature.get("args", [])))
+    if not signature.get("immutable"):
+        args = [*prepend, *args]
+    options = dict(signature.get("options", {}))
+    return build_envelope(
+        app, signature["task"], args, from_jsonable(signature.get("kwargs", {})),
+        root_id=parent.root_id or parent.id, parent_id=parent.id, **options,
+    )
+
+
+def send_callbacks(app: App, parent: Envelope, retval: Any) -> None:
+    if parent.link:
+        app.publish([envelope_for_signature(app, sig, (retval,), parent) for sig in parent.link])
+
+
+def request_dict(envelope: Envelope) -> dict[str, Any]:
+    return {
+        "id": envelope.id, "task": envelope.task, "args": from_jsonable(envelope.args),
+        "kwargs": from_jsonable(envelope.kwargs), "retries": envelope.retries,
+        "root_id": envelope.root_id, "parent_id": envelope.parent_id,
+        "group_id": envelope.group_id,
+    }
+
+
+def send_errbacks(app: App, parent: Envelope, exc: BaseException, einfo: str) -> None:
+    if parent.link_error:
+        extra = (request_dict(parent), exc, einfo)
+        app.publish([envelope_for_signature(app, sig, extra, parent) for sig in parent.link_error])

@@ -1,0 +1,1 @@
+"""Runners: the one execution path (``execute``) and the ways messages reach it."""

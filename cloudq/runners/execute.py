@@ -1,0 +1,353 @@
+"""``process_message``: the one path every runner takes from a received message to its outcome.
+
+decode → (poison? revoked? expired? not yet due? duplicate? rate limited?) → run → store the
+outcome → send follow-ups → tell the runner to ack. The runner (poller, Lambda handler)
+only receives and acknowledges; nothing here knows which runner called it. A message is
+acknowledged only after its outcome is durable, so an exception escaping from here (the
+store is down, the process is killed) leaves it to be delivered again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+import traceback as tb
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from cloudq import message as wire
+from cloudq import signals, states
+from cloudq.errors import (
+    DecodeError,
+    EncodeError,
+    NotRegistered,
+    Reject,
+    Retry,
+    SoftTimeLimitExceeded,
+    ValidationError,
+)
+from cloudq.ratelimit import RateLimit
+from cloudq.runners.limits import soft_time_limit
+from cloudq.sending import ETA_TOLERANCE_S
+from cloudq.serialization import from_jsonable
+from cloudq.task import Request, Task, _current_request, retries_exhausted
+
+if TYPE_CHECKING:
+    from cloudq.app import App
+    from cloudq.transports.base import ReceivedMessage
+
+logger = logging.getLogger(__name__)
+
+DEADLINE_MARGIN_S = 1.0
+"""Time kept back from a runner's deadline for storing the outcome."""
+
+
+class Outcome(str, Enum):
+    """What happened to a message."""
+
+    SUCCESS = "success"
+    FAILURE = "failure"
+    RETRY = "retry"
+    REVOKED = "revoked"
+    EXPIRED = "expired"
+    DEFERRED = "deferred"
+    """Not yet due (long ETA hop) or rate limited: re-sent with a delay."""
+    SKIPPED = "skipped"
+    """An idempotent task that already succeeded."""
+    REJECTED = "rejected"
+    REQUEUED = "requeued"
+    POISON = "poison"
+
+
+@dataclass(frozen=True)
+class Disposition:
+    """What the runner should do with the message, and what happened to it."""
+
+    outcome: Outcome
+    ack: bool = True
+    delay_s: int = 0
+    """When not acked: seconds until the message is visible again."""
+    task_id: str | None = None
+    task_name: str | None = None
+    runtime_s: float = 0.0
+
+
+def process_message(
+    app: App, message: ReceivedMessage, *, deadline: float | None = None
+) -> Disposition:
+    """Handle one received message. ``deadline`` is a ``time.monotonic()`` value, if any."""
+    try:
+        envelope = fetch_envelope(app, message.body)
+        task = app.task_for(envelope.task)
+    except (DecodeError, NotRegistered) as exc:
+        return quarantine(app, message, exc)
+    if message.receive_count > app.settings.max_receive_count:
+        return quarantine(app, message, DecodeError(
+            f"received {message.receive_count} times (max_receive_count="
+            f"{app.settings.max_receive_count}); earlier deliveries never finished"
+        ))
+    return Execution(app, task, envelope, message, deadline).run()
+
+
+def fetch_envelope(app: App, body: str) -> wire.Envelope:
+    """Decode a body, fetching it from S3 first if it is a claim check."""
+    key = app.settings.signing_key
+    decoded = wire.decode(body, signing_key=key)
+    if isinstance(decoded, wire.ClaimCheck):
+        decoded = wire.decode(app.payloads(decoded.bucket).get(decoded.key), signing_key=key)
+        if isinstance(decoded, wire.ClaimCheck):
+            raise DecodeError("claim check points at another claim check")
+    return decoded
+
+
+def quarantine(app: App, message: ReceivedMessage, exc: Exception) -> Disposition:
+    """Poison: dead-letter the message with its reason and, if it has an id, fail the task."""
+    task_id, name = wire.peek(message.body)
+    reason = f"{type(exc).__name__}: {exc}"
+    logger.error("poison message %s (task %s[%s]) moved to the dead-letter queue: %s",
+                 message.message_id, name, task_id, reason)
+    if task_id:
+        app.backend.save(task_id, states.FAILURE, exc=exc, name=name, reason=reason)
+    app.transport.dead_letter(message, reason)
+    signals.task_rejected.send(sender=None, message=message, exc=exc)
+    return Disposition(Outcome.POISON, task_id=task_id, task_name=name)
+
+
+def request_for(envelope: wire.Envelope, args: tuple[Any, ...], kwargs: dict[str, Any],
+                delivery_info: dict[str, Any], *, is_eager: bool = False) -> Request:
+    return Request(
+        id=envelope.id, task=envelope.task, args=args, kwargs=kwargs, retries=envelope.retries,
+        eta=envelope.eta, expires=envelope.expires, root_id=envelope.root_id,
+        parent_id=envelope.parent_id, group_id=envelope.group_id, delivery_info=delivery_info,
+        headers=from_jsonable(envelope.headers), priority=envelope.priority, queue=envelope.queue,
+        link=envelope.link, link_error=envelope.link_error, time_limit=envelope.time_limit,
+        soft_time_limit=envelope.soft_time_limit, is_eager=is_eager,
+        message_group_id=envelope.message_group_id,
+    )
+
+
+def invoke(task: Task[Any, Any], request: Request, soft_limit_s: float | None) -> Any:
+    """Run the task body with its request in context; autoretry exceptions become Retry."""
+    token = _current_request.set((task, request))
+    retries_exhausted.set(False)
+    try:
+        signals.task_prerun.send(sender=task, task_id=request.id, task=task,
+                                 args=request.args, kwargs=request.kwargs)
+        task.before_start(request.id or "", request.args, request.kwargs)
+        try:
+            with soft_time_limit(None if inspect.iscoroutinefunction(task._fn) else soft_limit_s):
+                retval = task.run(*request.args, **request.kwargs)
+            if inspect.isawaitable(retval):
+                retval = asyncio.run(_awaited(retval, soft_limit_s))
+            return retval
+        except task.autoretry_for as exc:
+            if isinstance(exc, Retry | Reject) or (
+                task.dont_autoretry_for and isinstance(exc, task.dont_autoretry_for)
+            ):
+                raise
+            options = {k: v for k, v in task.retry_kwargs.items() if k != "countdown"}
+            raise task.retry(
+                exc=exc, countdown=task.autoretry_countdown_s(request.retries), **options
+            ) from exc
+    finally:
+        _current_request.reset(token)
+
+
+async def _awaited(awaitable: Any, soft_limit_s: float | None) -> Any:
+    try:
+        async with asyncio.timeout(soft_limit_s):
+            return await awaitable
+    except TimeoutError as exc:
+        raise SoftTimeLimitExceeded(f"soft time limit ({soft_limit_s:g}s) exceeded") from exc
+
+
+class Execution:
+    """One attempt at one task message."""
+
+    def __init__(self, app: App, task: Task[Any, Any], envelope: wire.Envelope,
+                 message: ReceivedMessage, deadline: float | None) -> None:
+        self.app = app
+        self.task = task
+        self.envelope = envelope
+        self.message = message
+        self.deadline = deadline
+        self.started = time.monotonic()
+
+    def _done(self, outcome: Outcome, *, ack: bool = True, delay_s: int = 0) -> Disposition:
+        return Disposition(outcome, ack=ack, delay_s=delay_s, task_id=self.envelope.id,
+                           task_name=self.envelope.task,
+                           runtime_s=time.monotonic() - self.started)
+
+    def _log(self, level: int, what: str, *args: Any) -> None:
+        logger.log(level, "task %s[%s] " + what, self.envelope.task, self.envelope.id, *args)
+
+    # -- before running -----------------------------------------------------------------------------
+    def run(self) -> Disposition:
+        before = self._precheck()
+        if before is not None:
+            return before
+        return self._execute()
+
+    def _precheck(self) -> Disposition | None:
+        env, backend = self.envelope, self.app.backend
+        if env.is_expired():
+            self._log(logging.INFO, "expired at %s; not run", env.expires)
+            backend.save(env.id, states.REVOKED, name=env.task, reason="expired")
+            signals.task_revoked.send(sender=self.task, request=env, expired=True)
+            return self._done(Outcome.EXPIRED)
+        if env.countdown_s() > ETA_TOLERANCE_S:
+            return self._defer(env, "not due until %s" % env.eta)
+        if self.task.idempotent:
+            found = backend.store.get_many([f"revoked#{env.id}", f"task#{env.id}"])
+            revoked = found.get(f"revoked#{env.id}")
+            previous = found.get(f"task#{env.id}")
+        else:
+            revoked, previous = backend.revocation(env.id), None
+        if revoked is not None:
+            self._log(logging.INFO, "revoked; not run")
+            backend.save(env.id, states.REVOKED, name=env.task, reason="revoked")
+            signals.task_revoked.send(sender=self.task, request=env, expired=False)
+            return self._done(Outcome.REVOKED)
+        if previous is not None and previous.get("state") == states.SUCCESS:
+            self._log(logging.INFO, "already succeeded (idempotent); not run again")
+            self._send_callbacks(backend.meta_from(env.id, previous).result)
+            return self._done(Outcome.SKIPPED)
+        limit = RateLimit.parse(self.task.rate_limit or self.app.settings.task_default_rate_limit)
+        if limit is not None:
+            wait_s = limit.acquire(backend.store, self.task.name)
+            if wait_s > 0:
+                return self._defer(env.replace(eta=wire.as_utc(wait_s)), "rate limited")
+        return None
+
+    def _defer(self, envelope: wire.Envelope, why: str) -> Disposition:
+        """Re-send for later and ack this copy: no worker holds a message while it waits."""
+        self._log(logging.DEBUG, "deferred (%s)", why)
+        self.app.publish([envelope])
+        return self._done(Outcome.DEFERRED)
+
+    # -- running ------------------------------------------------------------------------------------
+    def _soft_limit_s(self) -> float | None:
+        limits = [x for x in (self.envelope.soft_time_limit, self.task.soft_time_limit,
+                              self.app.settings.task_soft_time_limit) if x]
+        limit = limits[0] if limits else None
+        if self.deadline is not None:
+            budget = self.deadline - time.monotonic() - DEADLINE_MARGIN_S
+            limit = budget if limit is None else min(limit, budget)
+        return limit
+
+    def _execute(self) -> Disposition:
+        env, task = self.envelope, self.task
+        track = task.track_started if task.track_started is not None \
+            else self.app.settings.task_track_started
+        if track:
+            self.app.backend.save(env.id, states.STARTED, name=env.task, retries=env.retries)
+        try:
+            args, kwargs = task.arguments.rebuild(from_jsonable(env.args), from_jsonable(env.kwargs))
+        except (DecodeError, ValidationError) as exc:
+            return quarantine(self.app, self.message, exc)
+        request = request_for(env, args, kwargs, self.message.delivery_info)
+        signals.task_received.send(sender=task, request=request)
+        try:
+            retval = invoke(task, request, self._soft_limit_s())
+        except Retry as retry:
+            return self._retry(request, retry)
+        except Reject as reject:
+            return self._reject(reject)
+        except Exception as exc:
+            return self._failed(exc, tb.format_exc(), exhausted=retries_exhausted.get())
+        return self._succeeded(request, retval)
+
+    # -- outcomes -----------------------------------------------------------------------------------
+    def _succeeded(self, request: Request, retval: Any) -> Disposition:
+        env, task = self.envelope, self.task
+        ignore = task.ignore_result if task.ignore_result is not None \
+            else self.app.settings.task_ignore_result
+        try:
+            if not ignore:
+                self.app.backend.save(env.id, states.SUCCESS, retval, name=env.task,
+                                       retries=env.retries)
+        except EncodeError as exc:  # the return value cannot be stored: that is the task's fault
+            return self._failed(exc, tb.format_exc())
+        self._send_callbacks(retval)
+        self._log(logging.INFO, "succeeded in %.3fs", time.monotonic() - self.started)
+        self._hook(task.on_success, retval, env.id, request.args, request.kwargs)
+        signals.task_success.send(sender=task, result=retval)
+        self._after(states.SUCCESS, retval, None)
+        return self._done(Outcome.SUCCESS)
+
+    def _failed(self, exc: Exception, einfo: str, *, exhausted: bool = False) -> Disposition:
+        env, task = self.envelope, self.task
+        self.app.backend.save(env.id, states.FAILURE, exc=exc, traceback=einfo, name=env.task,
+                               retries=env.retries)
+        if exhausted:
+            self.app.transport.dead_letter(
+                self.message, f"max retries ({env.retries}) exceeded: {type(exc).__name__}: {exc}"
+            )
+        self._send_errbacks(exc, einfo)
+        self._log(logging.ERROR, "failed: %s: %s", type(exc).__name__, exc)
+        args, kwargs = from_jsonable(env.args), from_jsonable(env.kwargs)
+        self._hook(task.on_failure, exc, env.id, tuple(args), kwargs, einfo)
+        signals.task_failure.send(sender=task, task_id=env.id, exception=exc, traceback=einfo)
+        self._after(states.FAILURE, exc, einfo)
+        return self._done(Outcome.FAILURE)
+
+    def _retry(self, request: Request, retry: Retry) -> Disposition:
+        env, task = self.envelope, self.task
+        if retry.eta is not None:
+            eta = wire.as_utc(retry.eta)
+        else:
+            eta = wire.as_utc(retry.when or 0)
+        changes: dict[str, Any] = {"retries": env.retries + 1, "eta": eta}
+        if retry.new_args is not None:
+            changes["args"] = wire.Envelope(task=env.task, args=list(retry.new_args)).args
+        if retry.new_kwargs is not None:
+            changes["kwargs"] = dict(retry.new_kwargs)
+        self.app.publish([env.replace(**changes)])
+        einfo = tb.format_exc()
+        self.app.backend.save(env.id, states.RETRY, exc=retry.exc or retry, traceback=einfo,
+                               name=env.task, retries=env.retries + 1)
+        self._log(logging.INFO, "retry %d in %.1fs: %s", env.retries + 1,
+                  wire.Envelope(task=env.task, eta=eta).countdown_s(), retry.exc or retry)
+        self._hook(task.on_retry, retry.exc or retry, env.id, request.args, request.kwargs, einfo)
+        signals.task_retry.send(sender=task, request=request, reason=retry.exc or retry)
+        return self._done(Outcome.RETRY)
+
+    def _reject(self, reject: Reject) -> Disposition:
+        env = self.envelope
+        if reject.requeue:
+            self._log(logging.INFO, "rejected and requeued: %s", reject.reason)
+            return self._done(Outcome.REQUEUED, ack=False, delay_s=0)
+        reason = f"rejected: {reject.reason}" if reject.reason else "rejected"
+        self.app.backend.save(env.id, states.FAILURE, exc=reject, name=env.task, reason=reason)
+        self.app.transport.dead_letter(self.message, reason)
+        self._log(logging.WARNING, "%s; moved to the dead-letter queue", reason)
+        signals.task_rejected.send(sender=self.task, message=self.message, exc=reject)
+        return self._done(Outcome.REJECTED)
+
+    # -- follow-ups and hooks -----------------------------------------------------------------------
+    def _send_callbacks(self, retval: Any) -> None:
+        from cloudq.followups import send_callbacks
+
+        send_callbacks(self.app, self.envelope, retval)
+
+    def _send_errbacks(self, exc: BaseException, einfo: str) -> None:
+        from cloudq.followups import send_errbacks
+
+        send_errbacks(self.app, self.envelope, exc, einfo)
+
+    def _hook(self, hook: Any, *args: Any) -> None:
+        try:
+            hook(*args)
+        except Exception:
+            self._log(logging.ERROR, "hook %s raised", getattr(hook, "__name__", hook),
+                      exc_info=True)
+
+    def _after(self, status: str, retval: Any, einfo: str | None) -> None:
+        env = self.envelope
+        self._hook(self.task.after_return, status, retval, env.id,
+                   tuple(from_jsonable(env.args)), from_jsonable(env.kwargs), einfo)
+        signals.task_postrun.send(sender=self.task, task_id=env.id, task=self.task,
+                                  retval=retval, state=status)

@@ -1,0 +1,267 @@
+"""The DynamoDB store: the Store primitives on one table keyed by ``pk``, with a ``ttl``.
+
+DynamoDB deletes expired items lazily, so every read and every conditional write treats
+an item whose ``ttl`` has passed as absent, exactly like the in-memory twin. Conditions
+and update expressions are the named pieces below.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from cloudq.errors import ConfigError, ResultError
+from cloudq.stores.base import KEY_FIELD, TTL_FIELD, Item, Store, expires_at, is_expired
+
+if TYPE_CHECKING:
+    from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+    from cloudq.aws import AwsClients
+
+logger = logging.getLogger(__name__)
+
+BATCH_GET_KEYS = 100
+"""The most keys one BatchGetItem takes."""
+BATCH_GET_ATTEMPTS = 8
+EXPIRED_RETRIES = 3
+
+# -- expressions --------------------------------------------------------------------------------
+NAMES = {"#pk": KEY_FIELD, "#ttl": TTL_FIELD}
+ABSENT_OR_EXPIRED = "attribute_not_exists(#pk) OR #ttl <= :now"
+"""Condition of put_if_absent: nothing live at the key."""
+LIVE_OR_ABSENT = "attribute_not_exists(#ttl) OR #ttl > :now"
+"""Condition of updates that build on what is there: not an expired leftover."""
+STILL_EXPIRED = "#ttl <= :now"
+"""Condition of replacing an expired leftover (nobody revived it meanwhile)."""
+ADD_MEMBERS = "ADD #f :members SET #ttl = :ttl"
+ADD_NUMBER = "ADD #f :by SET #ttl = :ttl"
+TOUCH = "SET #ttl = :ttl"
+
+
+class DynamoStore(Store):
+    """Items in one DynamoDB table (``pk`` string key, ``ttl`` epoch-seconds attribute)."""
+
+    def __init__(self, clients: AwsClients, table: str) -> None:
+        from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+
+        self._clients = clients
+        self.table = table
+        self._serializer: TypeSerializer = TypeSerializer()
+        self._deserializer: TypeDeserializer = TypeDeserializer()
+
+    @property
+    def _db(self) -> DynamoDBClient:
+        return self._clients.dynamodb
+
+    # -- reads ------------------------------------------------------------------------------------
+    def get(self, key: str) -> Item | None:
+        try:
+            response = self._db.get_item(
+                TableName=self.table, Key=self._key(key), ConsistentRead=True)
+        except ClientError as exc:
+            raise self._error(exc) from exc
+        item = self._item(response.get("Item"))
+        return None if item is None or is_expired(item) else item
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, Item]:
+        unique = list(dict.fromkeys(keys))  # BatchGetItem refuses duplicate keys
+        found: dict[str, Item] = {}
+        for start in range(0, len(unique), BATCH_GET_KEYS):
+            for raw in self._batch_get(unique[start:start + BATCH_GET_KEYS]):
+                item = self._item(raw)
+                if item is not None and not is_expired(item):
+                    found[item[KEY_FIELD]] = item
+        return found
+
+    def _batch_get(self, keys: list[str]) -> list[Any]:
+        request: Any = {self.table: {"Keys": [self._key(k) for k in keys], "ConsistentRead": True}}
+        raws: list[Any] = []
+        for attempt in range(BATCH_GET_ATTEMPTS):
+            if attempt:
+                time.sleep(min(0.05 * 2 ** attempt, 1.0))
+            try:
+                response = self._db.batch_get_item(RequestItems=request)
+            except ClientError as exc:
+                raise self._error(exc) from exc
+            raws += response.get("Responses", {}).get(self.table, [])
+            request = response.get("UnprocessedKeys")
+            if not request:
+                return raws
+            logger.debug("BatchGetItem on %s left %d keys unprocessed; retrying",
+                         self.table, len(request[self.table]["Keys"]))
+        raise ResultError(f"DynamoDB kept throttling reads of {len(keys)} items in {self.table!r}")
+
+    # -- writes -----------------------------------------------------------------------------------
+    def put(self, key: str, item: Item, *, ttl_s: float) -> None:
+        try:
+            self._db.put_item(TableName=self.table, Item=self._stamped(key, item, ttl_s))
+        except ClientError as exc:
+            raise self._error(exc) from exc
+
+    def put_if_absent(self, key: str, item: Item, *, ttl_s: float) -> bool:
+        return self._put_if(key, item, ttl_s, ABSENT_OR_EXPIRED)
+
+    def _put_if(self, key: str, item: Item, ttl_s: float, condition: str) -> bool:
+        try:
+            self._db.put_item(
+                TableName=self.table, Item=self._stamped(key, item, ttl_s),
+                ConditionExpression=condition,
+                ExpressionAttributeNames=_names(condition),
+                ExpressionAttributeValues=self._values({":now": _now()}),
+            )
+        except ClientError as exc:
+            if _code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise self._error(exc) from exc
+        return True
+
+    def add_to_set(self, key: str, field: str, members: Iterable[str], *, ttl_s: float) -> int:
+        wanted = set(members)
+        if not wanted:  # DynamoDB has no empty sets: just refresh the TTL and count
+            item = self._update(key, field, TOUCH, {}, ttl_s, returning="ALL_NEW")
+            return len(item.get(field, ()))
+        item = self._update(key, field, ADD_MEMBERS, {":members": wanted}, ttl_s)
+        return len(item[field])
+
+    def increment(self, key: str, field: str, by: int = 1, *, ttl_s: float) -> int:
+        item = self._update(key, field, ADD_NUMBER, {":by": by}, ttl_s)
+        return int(item[field])
+
+    def _update(
+        self, key: str, field: str, expression: str, values: dict[str, Any], ttl_s: float,
+        *, returning: Any = "UPDATED_NEW",
+    ) -> Item:
+        """UpdateItem on a live (or absent) item; an expired leftover is replaced first."""
+        for _ in range(EXPIRED_RETRIES):
+            try:
+                response = self._db.update_item(
+                    TableName=self.table, Key=self._key(key),
+                    UpdateExpression=expression,
+                    ConditionExpression=LIVE_OR_ABSENT,
+                    ExpressionAttributeNames=_names(expression + LIVE_OR_ABSENT, field),
+                    ExpressionAttributeValues=self._values(
+                        {**values, ":ttl": expires_at(ttl_s), ":now": _now()}),
+                    ReturnValues=returning,
+                )
+            except ClientError as exc:
+                if _code(exc) != "ConditionalCheckFailedException":
+                    raise self._error(exc) from exc
+                logger.debug("item %s in %s has expired; starting it afresh", key, self.table)
+                self._put_if(key, {}, ttl_s, STILL_EXPIRED)
+                continue
+            return self._item(response.get("Attributes")) or {}
+        raise ResultError(f"item {key!r} in {self.table!r} kept changing under an update")
+
+    def delete(self, key: str) -> None:
+        try:
+            self._db.delete_item(TableName=self.table, Key=self._key(key))
+        except ClientError as exc:
+            raise self._error(exc) from exc
+
+    # -- provisioning -----------------------------------------------------------------------------
+    def ensure(self) -> None:
+        """Create the table (on-demand, ``pk`` key) if missing, wait for it, enable TTL."""
+        try:
+            self._db.describe_table(TableName=self.table)
+        except ClientError as exc:
+            if _code(exc) != "ResourceNotFoundException":
+                raise self._error(exc) from exc
+            self._create_table()
+        self._db.get_waiter("table_exists").wait(
+            TableName=self.table, WaiterConfig={"Delay": 2, "MaxAttempts": 90})
+        ttl = self._db.describe_time_to_live(TableName=self.table)["TimeToLiveDescription"]
+        if ttl.get("TimeToLiveStatus") in ("ENABLED", "ENABLING"):
+            return
+        try:
+            self._db.update_time_to_live(
+                TableName=self.table,
+                TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_FIELD},
+            )
+        except ClientError as exc:
+            if "already enabled" not in str(exc):
+                raise self._error(exc) from exc
+
+    def _create_table(self) -> None:
+        try:
+            self._db.create_table(
+                TableName=self.table,
+                AttributeDefinitions=[{"AttributeName": KEY_FIELD, "AttributeType": "S"}],
+                KeySchema=[{"AttributeName": KEY_FIELD, "KeyType": "HASH"}],
+                BillingMode="PAY_PER_REQUEST",
+            )
+        except ClientError as exc:
+            if _code(exc) != "ResourceInUseException":  # else being created by someone else
+                raise self._error(exc) from exc
+        else:
+            logger.info("created DynamoDB table %s", self.table)
+
+    # -- conversion -------------------------------------------------------------------------------
+    def _key(self, key: str) -> Any:
+        return {KEY_FIELD: {"S": key}}
+
+    def _stamped(self, key: str, item: Item, ttl_s: float) -> Any:
+        return self._values({**item, KEY_FIELD: key, TTL_FIELD: expires_at(ttl_s)})
+
+    def _values(self, values: Item) -> Any:
+        return {name: self._serializer.serialize(_to_dynamo(value))
+                for name, value in values.items() if not _is_empty_set(value)}
+
+    def _item(self, raw: Any) -> Item | None:
+        if raw is None:
+            return None
+        return {name: _from_dynamo(self._deserializer.deserialize(value))
+                for name, value in raw.items()}
+
+    def _error(self, exc: ClientError) -> ConfigError | ResultError:
+        if _code(exc) == "ResourceNotFoundException":
+            return ConfigError(
+                f"DynamoDB table {self.table!r} does not exist; create it with `cloudq provision`")
+        return ResultError(f"DynamoDB {exc.operation_name} on table {self.table!r} failed: {exc}")
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _names(expression: str, field: str | None = None) -> dict[str, str]:
+    """The ``#name`` placeholders ``expression`` uses (``#f`` stands for ``field``)."""
+    names = {**NAMES, "#f": field} if field is not None else NAMES
+    return {name: value for name, value in names.items() if name in expression}
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+def _is_empty_set(value: Any) -> bool:
+    return isinstance(value, set | frozenset) and not value
+
+
+def _to_dynamo(value: Any) -> Any:
+    """Floats to Decimal (the serializer refuses floats), tuples to lists, recursively."""
+    if isinstance(value, float):
+        return Decimal(repr(value))
+    if isinstance(value, dict):
+        return {k: _to_dynamo(v) for k, v in value.items() if not _is_empty_set(v)}
+    if isinstance(value, list | tuple):
+        return [[] if _is_empty_set(v) else _to_dynamo(v) for v in value]
+    return value
+
+
+def _from_dynamo(value: Any) -> Any:
+    """Decimal back to int (when integral) or float, recursively; sets stay sets."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: _from_dynamo(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_dynamo(v) for v in value]
+    if isinstance(value, set):
+        return {_from_dynamo(v) for v in value}
+    return value
