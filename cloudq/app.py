@@ -74,6 +74,7 @@ class App:
         self._lock = threading.RLock()
         self._transport = transport
         self._store = store
+        self._injected = (transport is not None, store is not None)
         self._payloads: dict[str, S3Payloads] = {}
         self.conf = Conf(settings, on_change=self._settings_changed)
         for register in list(_shared_tasks):
@@ -98,8 +99,15 @@ class App:
         self.conf.load_object(obj)
 
     def _settings_changed(self) -> None:
-        self.__dict__.pop("router", None)
-        self.__dict__.pop("backend", None)
+        """Settings changed: rebuild what was derived from them on next use."""
+        with self._lock:
+            for derived in ("router", "backend", "aws"):
+                self.__dict__.pop(derived, None)
+            self._payloads.clear()
+            if not self._injected[0]:
+                self._transport = None
+            if not self._injected[1]:
+                self._store = None
 
     @cached_property
     def router(self) -> Router:
@@ -119,8 +127,12 @@ class App:
         name: str | None = ..., **options: Any,
     ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
-    def task(self, fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+    def task(
+        self, fn: Callable[..., Any] | None = None, *, bind: bool = False,
+        base: type[Task[Any, Any]] | None = None, name: str | None = None, **options: Any,
+    ) -> Any:
         """Register a function as a task: ``@app.task`` or ``@app.task(bind=True, ...)``."""
+        options = {"bind": bind, "base": base, "name": name, **options}
         if fn is not None:
             return self._register(fn, options)
         return lambda f: self._register(f, options)
@@ -180,7 +192,7 @@ class App:
 
         publish(self, envelopes)
 
-    def AsyncResult(self, task_id: str) -> AsyncResult[Any]:  # noqa: N802 - Celery's name
+    def AsyncResult(self, task_id: str) -> AsyncResult[Any]:
         from cloudq.result import AsyncResult
 
         return AsyncResult(task_id, app=self)

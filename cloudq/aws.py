@@ -78,7 +78,7 @@ class AwsClients:
         with self._lock:
             client = self._clients.get(service)
             if client is None:
-                client = self._new_session_if_needed().client(
+                client = self._session_once().client(
                     service,  # type: ignore[call-overload]
                     region_name=self.region,
                     endpoint_url=self.endpoint_url,
@@ -87,7 +87,7 @@ class AwsClients:
                 self._clients[service] = client
             return client
 
-    def _new_session_if_needed(self) -> boto3.session.Session:
+    def _session_once(self) -> boto3.session.Session:
         if self._session is None:
             import boto3.session
 

@@ -63,7 +63,7 @@ class ResultError(CloudqError):
     """A task result could not be obtained."""
 
 
-class TimeoutError(ResultError):  # noqa: A001 - Celery's name, part of the public API.
+class TimeoutError(ResultError):
     """The operation timed out."""
 
 

@@ -27,7 +27,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from cloudq.errors import DecodeError, SignatureError
 
-VERSION = 1
+VERSION: Literal[1] = 1
 
 
 def new_id() -> str:

@@ -102,7 +102,8 @@ class AsyncResult(Generic[R]):
         for pause in poll_intervals(max_s=interval):
             meta = self._meta()
             if meta.ready:
-                return self._outcome(meta, propagate)
+                value: R = self._outcome(meta, propagate)
+                return value
             if deadline is not None:
                 left = deadline - time.monotonic()
                 if left <= 0:

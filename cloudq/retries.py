@@ -18,7 +18,7 @@ def backoff_countdown_s(
     With ``jitter`` the countdown is drawn uniformly from 0 to that value ("full jitter"),
     so many tasks failing together do not come back together.
     """
-    countdown = min(maximum_s, factor * (2**retries))
+    countdown = min(maximum_s, factor * (2.0**retries))
     if jitter:
-        countdown = (rng or random).uniform(0, countdown)
+        countdown = float((rng or random.Random()).uniform(0, countdown))
     return max(0.0, countdown)

@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from cloudq import message as wire
 from cloudq.errors import EncodeError, ValidationError
@@ -125,6 +125,7 @@ def build_envelope(  # noqa: C901 - one linear pass over apply_async's options
     compression = compression or (task.compression if task else None) or settings.task_compression
     if compression not in (None, "gzip"):
         raise ValidationError(f"{name}: compression must be 'gzip' or None, not {compression!r}")
+    gzip: Literal["gzip"] | None = "gzip" if compression else None
     try:
         envelope = wire.Envelope(
             id=task_id or wire.new_id(), task=name, args=json_args, kwargs=json_kwargs,
@@ -134,7 +135,7 @@ def build_envelope(  # noqa: C901 - one linear pass over apply_async's options
             link=signature_dicts(link), link_error=signature_dicts(link_error),
             headers=to_jsonable(dict(headers or {}), "headers"),
             time_limit=options.get("time_limit"), soft_time_limit=options.get("soft_time_limit"),
-            compression=compression, sent_at=now,
+            compression=gzip, sent_at=now,
         )
     except ValueError as exc:  # pydantic: out-of-range priority and the like
         raise ValidationError(f"{name}: {exc}") from exc

@@ -120,12 +120,14 @@ def rebuild_exception(exc_type: str, message: str, args: Any) -> BaseException:
         return RemoteTaskError(message, exc_type=exc_type)
     if not (isinstance(cls, type) and issubclass(cls, BaseException)):
         return RemoteTaskError(message, exc_type=exc_type)
-    for attempt in (lambda: cls(*args), lambda: cls(message)):
-        try:
-            return attempt()  # type: ignore[no-any-return]
-        except Exception:
-            continue
-    return RemoteTaskError(message, exc_type=exc_type)
+    try:
+        return cls(*args)
+    except Exception:
+        pass
+    try:
+        return cls(message)
+    except Exception:
+        return RemoteTaskError(message, exc_type=exc_type)
 
 
 _DECODERS: dict[str, Callable[[dict[str, Any]], Any]] = {

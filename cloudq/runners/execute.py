@@ -181,8 +181,9 @@ class Execution:
                            task_name=self.envelope.task,
                            runtime_s=time.monotonic() - self.started)
 
-    def _log(self, level: int, what: str, *args: Any) -> None:
-        logger.log(level, "task %s[%s] " + what, self.envelope.task, self.envelope.id, *args)
+    def _log(self, level: int, what: str, *args: Any, exc_info: bool = False) -> None:
+        logger.log(level, "task %s[%s] " + what, self.envelope.task, self.envelope.id, *args,
+                   exc_info=exc_info)
 
     # -- before running -----------------------------------------------------------------------------
     def run(self) -> Disposition:

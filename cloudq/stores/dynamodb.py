@@ -124,7 +124,7 @@ class DynamoStore(Store):
     def add_to_set(self, key: str, field: str, members: Iterable[str], *, ttl_s: float) -> int:
         wanted = set(members)
         if not wanted:  # DynamoDB has no empty sets: just refresh the TTL and count
-            item = self._update(key, field, TOUCH, {}, ttl_s, returning="ALL_NEW")
+            item = self._update(key, field, TOUCH, {}, ttl_s)
             return len(item.get(field, ()))
         item = self._update(key, field, ADD_MEMBERS, {":members": wanted}, ttl_s)
         return len(item[field])
@@ -135,9 +135,12 @@ class DynamoStore(Store):
 
     def _update(
         self, key: str, field: str, expression: str, values: dict[str, Any], ttl_s: float,
-        *, returning: Any = "UPDATED_NEW",
     ) -> Item:
-        """UpdateItem on a live (or absent) item; an expired leftover is replaced first."""
+        """UpdateItem on a live (or absent) item, returning it; an expired one is replaced first.
+
+        ALL_NEW, not UPDATED_NEW: moto leaves unchanged attributes out of UPDATED_NEW, and
+        returned values cost no capacity.
+        """
         for _ in range(EXPIRED_RETRIES):
             try:
                 response = self._db.update_item(
@@ -147,7 +150,7 @@ class DynamoStore(Store):
                     ExpressionAttributeNames=_names(expression + LIVE_OR_ABSENT, field),
                     ExpressionAttributeValues=self._values(
                         {**values, ":ttl": expires_at(ttl_s), ":now": _now()}),
-                    ReturnValues=returning,
+                    ReturnValues="ALL_NEW",
                 )
             except ClientError as exc:
                 if _code(exc) != "ConditionalCheckFailedException":

@@ -116,7 +116,9 @@ class MemoryTransport(Transport):
     def _take(self, queue: _Queue, max_messages: int) -> list[ReceivedMessage]:
         now = self._clock()
         taken: list[ReceivedMessage] = []
-        busy_groups = {m.group_id for m in queue.messages if m.receipt and m.visible_at > now}
+        # A FIFO group is held back while any of its messages is in flight (received and still
+        # hidden, including after retry_later); one receive may take several from a free group.
+        busy_groups = {m.group_id for m in queue.messages if m.receive_count and m.visible_at > now}
         for stored in list(queue.messages):
             if len(taken) >= max_messages:
                 break
@@ -132,8 +134,6 @@ class MemoryTransport(Transport):
             stored.receive_count += 1
             stored.receipt = f"{stored.message_id}#{stored.receive_count}"
             stored.visible_at = now + queue.visibility_timeout_s
-            if is_fifo(queue.name):
-                busy_groups.add(stored.group_id)
             taken.append(ReceivedMessage(
                 queue=queue.name, body=stored.body, message_id=stored.message_id,
                 receipt=stored.receipt, receive_count=stored.receive_count,
@@ -154,7 +154,7 @@ class MemoryTransport(Transport):
             for message in messages:
                 by_queue[message.queue].append(message)
             for queue, batch in by_queue.items():
-                for start in range(0, len(batch), MAX_BATCH):
+                for _start in range(0, len(batch), MAX_BATCH):
                     self.calls.append(("DeleteMessageBatch", queue))
                 for message in batch:
                     stored = self._find(message)
@@ -172,13 +172,18 @@ class MemoryTransport(Transport):
 
     def extend_visibility(self, messages: Sequence[ReceivedMessage], timeout_s: int) -> None:
         with self._lock:
+            counts: dict[str, int] = defaultdict(int)
             for message in messages:
-                self.calls.append(("ChangeMessageVisibilityBatch", message.queue))
+                if counts[message.queue] % MAX_BATCH == 0:  # one call per 10, per queue
+                    self.calls.append(("ChangeMessageVisibilityBatch", message.queue))
+                counts[message.queue] += 1
                 stored = self._find(message)
                 if stored is not None:
                     stored.visible_at = self._clock() + timeout_s
 
-    def ensure_queue(self, queue: str, *, visibility_timeout_s: int, max_receive_count: int) -> None:
+    def ensure_queue(
+        self, queue: str, *, visibility_timeout_s: int, max_receive_count: int
+    ) -> None:
         with self._lock:
             self.calls.append(("CreateQueue", queue))
             q = self._queues.setdefault(queue, _Queue(queue))

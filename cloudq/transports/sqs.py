@@ -150,7 +150,8 @@ class SqsTransport(Transport):
             except ClientError as exc:
                 raise self._error(exc, queue) from exc
             for ok in response.get("Successful", []):
-                succeeded[ok["Id"]] = pending.pop(ok["Id"]) | ok
+                pending.pop(ok["Id"])
+                succeeded[ok["Id"]] = ok
             failed = []
             for failure in response.get("Failed", []):
                 if gone_ok and _code(failure["Code"]) in MESSAGE_GONE:

@@ -1,0 +1,451 @@
+"""The ``cloudq`` command line (click).
+
+Only the ``cloudq`` entry point imports this module, so ``import cloudq`` never loads click.
+Every command takes ``-A/--app module:attr`` (or ``CLOUDQ_APP``), ``--endpoint-url`` and
+``--region``; the last two override the app's settings. Like Celery's, they may also be
+given before the command: ``cloudq -A shop.tasks poll``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import importlib
+import json
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from cloudq.errors import CloudqError
+
+if TYPE_CHECKING:
+    from cloudq.app import App
+    from cloudq.results import ResultMeta
+
+LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+NOISY_LOGGERS = ("botocore", "boto3", "urllib3", "s3transfer")
+
+
+# -- loading the app -----------------------------------------------------------------------------
+class AppNotFound(click.UsageError):
+    """``-A`` does not name a cloudq App."""
+
+
+def load_app(spec: str) -> App:
+    """Import ``module:attr`` (or ``module`` with an ``app`` attribute) and return the App.
+
+    The current directory is put on ``sys.path`` first, as Celery does, so ``-A shop.tasks``
+    works from the project's root without installing it.
+    """
+    from cloudq.app import App
+
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    module_name, _, attr = spec.strip().partition(":")
+    if not module_name or (":" in spec and not attr):
+        raise AppNotFound(f"-A {spec!r}: expected module:attribute, e.g. -A shop.tasks:app")
+    module = _import(module_name, spec)
+    found: Any = module
+    for part in (attr or "app").split("."):
+        if not hasattr(found, part):
+            raise AppNotFound(_missing_attribute(module, module_name, attr or "app", spec))
+        found = getattr(found, part)
+    if not isinstance(found, App):
+        raise AppNotFound(
+            f"-A {spec!r}: {module_name}:{attr or 'app'} is {type(found).__name__} "
+            f"{found!r}, not a cloudq.App"
+        )
+    return found
+
+
+def _import(module_name: str, spec: str) -> Any:
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or ""
+        if module_name == missing or module_name.startswith(missing + "."):
+            raise AppNotFound(
+                f"-A {spec!r}: no module named {missing!r} (searched the current directory "
+                f"{os.getcwd()} and sys.path)"
+            ) from exc
+        raise click.ClickException(_import_failure(module_name, spec)) from exc
+    except Exception as exc:
+        raise click.ClickException(_import_failure(module_name, spec)) from exc
+
+
+def _import_failure(module_name: str, spec: str) -> str:
+    return f"-A {spec!r}: importing {module_name} failed:\n{traceback.format_exc().rstrip()}"
+
+
+def _missing_attribute(module: Any, module_name: str, attr: str, spec: str) -> str:
+    from cloudq.app import App
+
+    apps = [name for name, value in vars(module).items() if isinstance(value, App)]
+    hint = f"; it has the App(s) {', '.join(apps)}" if apps else "; it defines no cloudq.App"
+    close = difflib.get_close_matches(attr, apps, n=1)
+    if close:
+        hint += f" (did you mean -A {module_name}:{close[0]}?)"
+    return f"-A {spec!r}: module {module_name!r} has no attribute {attr!r}{hint}"
+
+
+@dataclass
+class AppOptions:
+    """``-A``, ``--endpoint-url`` and ``--region``, from the group or the command."""
+
+    app_path: str | None = None
+    endpoint_url: str | None = None
+    region: str | None = None
+
+    def merged(self, outer: AppOptions | None) -> AppOptions:
+        outer = outer or AppOptions()
+        return AppOptions(
+            app_path=self.app_path or outer.app_path or os.environ.get("CLOUDQ_APP"),
+            endpoint_url=self.endpoint_url or outer.endpoint_url,
+            region=self.region or outer.region,
+        )
+
+    def build(self) -> App:
+        if not self.app_path:
+            raise click.UsageError(
+                "no app given: pass -A module:attr (e.g. -A shop.tasks:app) or set CLOUDQ_APP"
+            )
+        app = load_app(self.app_path)
+        overrides = {"endpoint_url": self.endpoint_url, "region": self.region}
+        app.conf.update({name: value for name, value in overrides.items() if value})
+        return app
+
+
+def app_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Add ``-A``, ``--endpoint-url`` and ``--region`` to a group or command."""
+    options = [
+        click.option("-A", "--app", "app_path", metavar="MODULE:ATTR",
+                     help="The cloudq App, e.g. shop.tasks:app (or shop.tasks if the module "
+                          "has an `app`). Default: $CLOUDQ_APP."),
+        click.option("--endpoint-url", metavar="URL",
+                     help="Send AWS calls here (moto, LocalStack) instead of AWS."),
+        click.option("--region", metavar="REGION", help="AWS region (overrides the app's)."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def with_app(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn the app options into an ``app`` argument; cloudq errors become click errors."""
+
+    @functools.wraps(fn)
+    def command(
+        *args: Any, app_path: str | None, endpoint_url: str | None, region: str | None,
+        **kwargs: Any,
+    ) -> Any:
+        ctx = click.get_current_context()
+        given = AppOptions(app_path, endpoint_url, region)
+        kwargs["app_options"] = given.merged(ctx.find_object(AppOptions))
+        try:
+            app = kwargs["app_options"].build()
+            return fn(*args, app=app, **kwargs)
+        except CloudqError as exc:
+            raise click.ClickException(str(exc)) from exc
+        except Exception as exc:
+            from botocore.exceptions import BotoCoreError, ClientError
+
+            if isinstance(exc, BotoCoreError | ClientError):
+                raise click.ClickException(f"AWS: {exc}") from exc
+            raise
+
+    return app_options(command)
+
+
+# -- shared options ------------------------------------------------------------------------------
+def _split_queues(_ctx: click.Context, _param: click.Parameter, value: Sequence[str]) -> list[str]:
+    return [name.strip() for item in value for name in item.split(",") if name.strip()]
+
+
+queues_option = click.option(
+    "-Q", "--queues", multiple=True, callback=_split_queues, metavar="Q1,Q2",
+    help="Queues (comma-separated or repeated), each with all its priority bands. "
+         "Default: every queue the app's settings and tasks name.",
+)
+loglevel_option = click.option(
+    "-l", "--loglevel", type=click.Choice(LOG_LEVELS, case_sensitive=False), default="info",
+    show_default=True, help="Logging level.",
+)
+
+
+def setup_logging(level_name: str, fmt: str = LOG_FORMAT) -> None:
+    """Log to stderr at ``level_name``; AWS libraries only speak up for warnings."""
+    level = getattr(logging, level_name.upper())
+    logging.basicConfig(level=level, format=fmt)
+    logging.getLogger().setLevel(level)
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(max(level, logging.WARNING))
+
+
+# -- commands ------------------------------------------------------------------------------------
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@app_options
+@click.version_option(package_name="cloudq", prog_name="cloudq")
+@click.pass_context
+def cli(ctx: click.Context, app_path: str | None, endpoint_url: str | None,
+        region: str | None) -> None:
+    """cloudq: Celery's API on AWS SQS and DynamoDB.
+
+    \b
+    Examples:
+      cloudq dev -A shop.tasks:app              # local AWS + a poller, no account needed
+      cloudq provision -A shop.tasks:app        # create the queues, DLQs and result table
+      cloudq poll -A shop.tasks:app -c 8        # run a worker
+      cloudq call -A shop.tasks:app shop.tasks.add --args '[1, 2]'
+      cloudq result -A shop.tasks:app TASK_ID --wait 10
+    """
+    ctx.obj = AppOptions(app_path, endpoint_url, region)
+
+
+@cli.command()
+@with_app
+@queues_option
+@click.option("-c", "--concurrency", type=click.IntRange(1, 1024),
+              help="Tasks run at once. Default: the app's worker_concurrency (8).")
+@click.option("--pool", type=click.Choice(["threads", "processes", "asyncio"]),
+              help="How tasks run. Default: the app's worker_pool (threads).")
+@click.option("--prefetch-multiplier", type=click.IntRange(1, 100),
+              help="Messages held per slot of concurrency.")
+@click.option("--max-tasks-per-child", type=click.IntRange(min=1),
+              help="Replace a pool process after this many tasks (processes pool).")
+@click.option("--burst", is_flag=True, help="Exit once the queues are empty.")
+@loglevel_option
+def poll(app: App, queues: list[str], concurrency: int | None, pool: str | None,
+         prefetch_multiplier: int | None, max_tasks_per_child: int | None, burst: bool,
+         loglevel: str, **_: Any) -> None:
+    """Run a worker that long-polls the app's SQS queues.
+
+    Stops on SIGTERM or Ctrl-C after the tasks in flight have finished.
+
+    \b
+    Examples:
+      cloudq poll -A shop.tasks:app
+      cloudq poll -A shop.tasks:app -Q emails,default -c 16
+      cloudq poll -A shop.tasks:app --pool processes --max-tasks-per-child 100
+      cloudq poll -A shop.tasks:app --burst      # drain the queues, then exit
+    """
+    if (pool or app.settings.worker_pool) == "asyncio":
+        raise click.BadParameter(
+            "the asyncio pool is not available yet; use --pool threads or --pool processes",
+            param_hint="'--pool'",
+        )
+    from cloudq.runners.poller import Poller
+
+    setup_logging(loglevel)
+    poller = Poller(
+        app, queues or None, concurrency=concurrency, pool=pool,
+        prefetch_multiplier=prefetch_multiplier, max_tasks_per_child=max_tasks_per_child,
+        burst=burst,
+    )
+    sys.exit(poller.run())
+
+
+@cli.command()
+@with_app
+@queues_option
+def provision(app: App, queues: list[str], **_: Any) -> None:
+    """Create the app's queues (every priority band, each with a dead-letter queue),
+    its result table and, when payload_bucket is set, its payload bucket.
+
+    Safe to run again: what exists is checked and its settings are brought in line.
+
+    \b
+    Examples:
+      cloudq provision -A shop.tasks:app
+      cloudq provision -A shop.tasks:app -Q emails,reports
+      cloudq provision -A shop.tasks:app --endpoint-url http://localhost:4566
+    """
+    from cloudq.provision import provision as provision_app
+
+    setup_logging("info", fmt="%(message)s")
+    report = provision_app(app, queues or None)
+    for line in report.lines():
+        click.echo(line)
+
+
+@cli.command()
+@with_app
+@click.argument("name")
+@click.option("--args", "args_json", default="[]", metavar="JSON",
+              help="Positional arguments as a JSON array.")
+@click.option("--kwargs", "kwargs_json", default="{}", metavar="JSON",
+              help="Keyword arguments as a JSON object.")
+@click.option("--countdown", type=click.FloatRange(min=0), metavar="SECONDS",
+              help="Run no sooner than this many seconds from now.")
+@click.option("--queue", help="Send to this queue instead of the routed one.")
+@click.option("--priority", type=click.IntRange(0, 9), help="0 (lowest) to 9 (most urgent).")
+def call(app: App, name: str, args_json: str, kwargs_json: str, countdown: float | None,
+         queue: str | None, priority: int | None, **_: Any) -> None:
+    """Send the task NAME and print its id.
+
+    \b
+    Examples:
+      cloudq call -A shop.tasks:app shop.tasks.add --args '[1, 2]'
+      cloudq call -A shop.tasks:app shop.tasks.send_email \\
+          --kwargs '{"to": "ann@example.com", "subject": "Hi"}' --countdown 60
+      cloudq result -A shop.tasks:app "$(cloudq call -A shop.tasks:app shop.tasks.add --args '[1, 2]')" --wait 10
+    """
+    args = _json_option(args_json, "--args", list, "a JSON array, e.g. '[1, 2]'")
+    kwargs = _json_option(kwargs_json, "--kwargs", dict, "a JSON object, e.g. '{\"x\": 1}'")
+    if app.tasks and name not in app.tasks:
+        close = difflib.get_close_matches(name, list(app.tasks), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        click.echo(f"warning: {name} is not a task of this app{hint}; sending it anyway",
+                   err=True)
+    result = app.send_task(name, args, kwargs, countdown=countdown, queue=queue,
+                           priority=priority)
+    click.echo(result.id)
+
+
+def _json_option(text: str, option: str, kind: type, expected: str) -> Any:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not valid JSON ({exc}); expected {expected}",
+                                 param_hint=f"'{option}'") from exc
+    if not isinstance(value, kind):
+        raise click.BadParameter(f"got {type(value).__name__}; expected {expected}",
+                                 param_hint=f"'{option}'")
+    return value
+
+
+@cli.command()
+@with_app
+@click.argument("task_id")
+@click.option("--wait", type=click.FloatRange(min=0), metavar="SECONDS",
+              help="Wait up to this long for the task to finish.")
+@click.option("--traceback", "show_traceback", is_flag=True,
+              help="Also print the traceback of a failed task.")
+def result(app: App, task_id: str, wait: float | None, show_traceback: bool, **_: Any) -> None:
+    """Print the state and result (as JSON) of the task TASK_ID.
+
+    A task the result table does not know (not run yet, or expired) is PENDING. With
+    --wait, exits with status 1 if the task is still not finished when the time is up.
+
+    \b
+    Examples:
+      cloudq result -A shop.tasks:app 0b5f4c1e-...
+      cloudq result -A shop.tasks:app 0b5f4c1e-... --wait 30
+      cloudq result -A shop.tasks:app 0b5f4c1e-... --traceback
+    """
+    from cloudq.errors import TimeoutError as ResultTimeout
+
+    timed_out = False
+    if wait is not None:
+        try:
+            app.AsyncResult(task_id).get(timeout=wait, propagate=False)
+        except ResultTimeout:
+            timed_out = True
+    meta = app.backend.get(task_id)
+    for line in describe(meta, show_traceback):
+        click.echo(line)
+    if timed_out:
+        click.echo(f"error: task {task_id} not finished after {wait:g}s", err=True)
+        sys.exit(1)
+
+
+def describe(meta: ResultMeta, show_traceback: bool = False) -> list[str]:
+    """``state: ...`` and ``result: <JSON>`` lines (and the traceback) for one task."""
+    lines = [f"task_id: {meta.task_id}"]
+    if meta.name:
+        lines.append(f"task: {meta.name}")
+    lines.append(f"state: {meta.state}")
+    lines.append(f"result: {result_json(meta.result)}")
+    if meta.retries:
+        lines.append(f"retries: {meta.retries}")
+    if meta.date_done:
+        lines.append(f"date_done: {meta.date_done.isoformat()}")
+    if show_traceback and meta.traceback:
+        lines += ["traceback:", meta.traceback.rstrip()]
+    return lines
+
+
+def result_json(value: Any) -> str:
+    """A task's result as JSON; an exception as ``{"exc_type": ..., "exc_message": ...}``."""
+    if isinstance(value, BaseException):
+        from cloudq.errors import RemoteTaskError
+        from cloudq.serialization import exception_path
+
+        exc_type = value.exc_type if isinstance(value, RemoteTaskError) else exception_path(value)
+        message = value.message if isinstance(value, RemoteTaskError) else str(value)
+        value = {"exc_type": exc_type, "exc_message": message}
+    return json.dumps(value, default=str, ensure_ascii=False)
+
+
+@cli.command()
+@with_app
+@queues_option
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+def purge(app: App, queues: list[str], yes: bool, **_: Any) -> None:
+    """Delete every waiting message from the app's queues (all priority bands).
+
+    Dead-letter queues are left alone. SQS allows one purge per queue per minute.
+
+    \b
+    Examples:
+      cloudq purge -A shop.tasks:app
+      cloudq purge -A shop.tasks:app -Q emails --yes
+    """
+    bands = app.queues(queues or None)
+    prefix = app.settings.queue_prefix
+    names = ", ".join(prefix + band for band in bands)
+    if not yes:
+        click.confirm(f"Delete every message waiting in {names}?", abort=True)
+    total = 0
+    for band in bands:
+        count = app.transport.purge(band)
+        total += count
+        click.echo(f"purged {prefix}{band} ({count} messages)")
+    click.echo(f"purged about {total} messages from {len(bands)} queues")
+
+
+@cli.command()
+@with_app
+@queues_option
+@click.option("--port", type=click.IntRange(1, 65535), help="Port of the local AWS (default: a free one).")
+@click.option("-c", "--concurrency", type=click.IntRange(1, 1024),
+              help="Tasks run at once. Default: the app's worker_concurrency (8).")
+@loglevel_option
+def dev(app: App, queues: list[str], port: int | None, concurrency: int | None,
+        loglevel: str, app_options: AppOptions, **_: Any) -> None:
+    """Run everything locally: an embedded AWS (moto) on 127.0.0.1, the app's queues and
+    result table in it, and a poller. No AWS account is used. Stop it with Ctrl-C.
+
+    \b
+    Examples:
+      cloudq dev -A shop.tasks:app
+      cloudq dev -A shop.tasks:app --port 5000 -c 4
+    and, in a second shell, send to it:
+      export CLOUDQ_ENDPOINT_URL=http://127.0.0.1:5000
+      cloudq call -A shop.tasks:app shop.tasks.add --args '[1, 2]'
+    """
+    if app_options.endpoint_url:
+        raise click.BadParameter(
+            "cloudq dev runs its own local AWS; it cannot use another endpoint",
+            param_hint="'--endpoint-url'",
+        )
+    from cloudq.dev import run_dev
+
+    setup_logging(loglevel)
+    sys.exit(run_dev(app, queues or None, port=port, concurrency=concurrency, echo=click.echo))
+
+
+def main() -> None:
+    """The ``cloudq`` entry point."""
+    cli(prog_name="cloudq")
+
+
+if __name__ == "__main__":
+    main()
