@@ -20,16 +20,17 @@ import threading
 import time
 import uuid
 
+from cloudq.runners.poller import Poller
+
 import cloudq
 from cloudq.aws import RequestCounter
 from cloudq.localaws import LocalAws
 from cloudq.provision import provision
-from cloudq.runners.poller import Poller
 
 
 def percentile(values: list[float], pct: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(pct / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
 
 
 def per_task(counter: RequestCounter, tasks: int) -> list[str]:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar,
 
 from cloudq.config import Conf, Settings
 from cloudq.errors import ConfigError, NotRegistered
+from cloudq.ratelimit import RateLimit
 from cloudq.routing import Router
 from cloudq.task import TASK_OPTIONS, Task
 
@@ -85,7 +86,7 @@ class App:
     def __repr__(self) -> str:
         return f"<cloudq.App {self.main!r}>"
 
-    # -- settings -----------------------------------------------------------------------------------
+    # -- settings ----------------------------------------------------------------------------------
     @property
     def settings(self) -> Settings:
         return self.conf.settings
@@ -113,13 +114,13 @@ class App:
     def router(self) -> Router:
         return Router(self.settings.task_routes)
 
-    # -- tasks --------------------------------------------------------------------------------------
+    # -- tasks -------------------------------------------------------------------------------------
     @overload
     def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
     @overload
     def task(
-        self, *, bind: Literal[True], base: type[Task[Any, Any]] | None = ..., name: str | None = ...,
-        **options: Any,
+        self, *, bind: Literal[True], base: type[Task[Any, Any]] | None = ...,
+        name: str | None = ..., **options: Any,
     ) -> Callable[[Callable[Concatenate[Any, P], R]], Task[P, R]]: ...
     @overload
     def task(
@@ -158,7 +159,7 @@ class App:
                 "imported by the worker?)"
             ) from None
 
-    # -- sending ------------------------------------------------------------------------------------
+    # -- sending -----------------------------------------------------------------------------------
     def send_task(
         self,
         name: str,
@@ -197,7 +198,7 @@ class App:
 
         return AsyncResult(task_id, app=self)
 
-    # -- wiring -------------------------------------------------------------------------------------
+    # -- wiring ------------------------------------------------------------------------------------
     @cached_property
     def aws(self) -> AwsClients:
         from cloudq.aws import AwsClients
@@ -247,7 +248,8 @@ class App:
         names = [self.settings.task_default_queue]
         names += [t.queue for t in self.tasks.values() if t.queue]
         routes = self.settings.task_routes
-        for route in ([routes] if isinstance(routes, Mapping) else routes or []):
+        for route in ([routes] if isinstance(routes, Mapping) or callable(routes)
+                      else routes or []):
             if isinstance(route, Mapping):
                 for target in route.values():
                     queue = target if isinstance(target, str) else target.get("queue")
@@ -267,7 +269,9 @@ class App:
                 part.close()
 
 
-def make_task(fn: Callable[..., Any], app: App | None, options: Mapping[str, Any]) -> Task[Any, Any]:
+def make_task(
+    fn: Callable[..., Any], app: App | None, options: Mapping[str, Any]
+) -> Task[Any, Any]:
     """Build a Task (or ``base`` subclass) from a function and decorator options."""
     unknown = set(options) - TASK_OPTIONS
     if unknown:
@@ -280,6 +284,7 @@ def make_task(fn: Callable[..., Any], app: App | None, options: Mapping[str, Any
         raise ConfigError(f"@task(base={base!r}): base must be a subclass of cloudq.Task")
     name = options.pop("name", None) or task_name(fn, app.main if app else None)
     bind = bool(options.pop("bind", False))
+    RateLimit.parse(options.get("rate_limit"))  # a malformed limit fails at import, not per message
     if isinstance(options.get("autoretry_for"), list):
         options["autoretry_for"] = tuple(options["autoretry_for"])
     return base(fn, app=app, name=name, bind=bind, **options)

@@ -39,7 +39,8 @@ class Arguments:
         try:
             hints = typing.get_type_hints(self._fn, include_extras=True)
         except Exception as exc:  # unresolvable forward references: check arity only
-            logger.debug("task %s: annotations not resolvable (%s); types unchecked", self._name, exc)
+            logger.debug("task %s: annotations not resolvable (%s); types unchecked",
+                         self._name, exc)
             return {}
         adapters: dict[str, TypeAdapter[Any]] = {}
         for param in self.signature.parameters.values():
@@ -83,14 +84,33 @@ class Arguments:
     def rebuild(
         self, args: Sequence[Any], kwargs: Mapping[str, Any]
     ) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        """The arguments with annotated values validated into their declared types."""
+        """The arguments, in the call's own shape, with annotated values validated into
+        their declared types."""
         bound = self._bind(args, kwargs)
-        if self._adapters:
-            for param_name, value in list(bound.arguments.items()):
-                if param_name in self._adapters:
-                    kind = self.signature.parameters[param_name].kind
-                    bound.arguments[param_name] = self._validate(param_name, kind, value)
-        return bound.args, bound.kwargs
+        if not self._adapters:
+            return tuple(args), dict(kwargs)
+        params = self.signature.parameters
+        valid = {
+            name: self._validate(name, params[name].kind, value) if name in self._adapters
+            else value
+            for name, value in bound.arguments.items()
+        }
+        new_args: list[Any] = []
+        for name, param in params.items():
+            if len(new_args) >= len(args):
+                break
+            if param.kind is inspect.Parameter.VAR_POSITIONAL:
+                new_args.extend(valid.get(name, ()))
+            elif param.kind in (inspect.Parameter.POSITIONAL_ONLY,
+                                inspect.Parameter.POSITIONAL_OR_KEYWORD):
+                new_args.append(valid[name])
+        var_kw = next((n for n, p in params.items()
+                       if p.kind is inspect.Parameter.VAR_KEYWORD), None)
+        new_kwargs = {
+            key: valid[key] if key in valid and key != var_kw else valid[var_kw][key]  # type: ignore[index]
+            for key in kwargs
+        }
+        return tuple(new_args), new_kwargs
 
 
 def _short(value: Any, limit: int = 60) -> str:

@@ -256,10 +256,11 @@ def poll(app: App, queues: list[str], concurrency: int | None, pool: str | None,
 @with_app
 @queues_option
 def provision(app: App, queues: list[str], **_: Any) -> None:
-    """Create the app's queues (every priority band, each with a dead-letter queue),
-    its result table and, when payload_bucket is set, its payload bucket.
+    """Create the app's queues, dead-letter queues, table and bucket.
 
-    Safe to run again: what exists is checked and its settings are brought in line.
+    Every priority band of every queue gets its own dead-letter queue; the payload bucket
+    is made only when payload_bucket is set. Safe to run again: what exists is checked
+    and its settings are brought in line.
 
     \b
     Examples:
@@ -295,7 +296,8 @@ def call(app: App, name: str, args_json: str, kwargs_json: str, countdown: float
       cloudq call -A shop.tasks:app shop.tasks.add --args '[1, 2]'
       cloudq call -A shop.tasks:app shop.tasks.send_email \\
           --kwargs '{"to": "ann@example.com", "subject": "Hi"}' --countdown 60
-      cloudq result -A shop.tasks:app "$(cloudq call -A shop.tasks:app shop.tasks.add --args '[1, 2]')" --wait 10
+      ID=$(cloudq call -A shop.tasks:app shop.tasks.add --args '[1, 2]')
+      cloudq result -A shop.tasks:app "$ID" --wait 10
     """
     args = _json_option(args_json, "--args", list, "a JSON array, e.g. '[1, 2]'")
     kwargs = _json_option(kwargs_json, "--kwargs", dict, "a JSON object, e.g. '{\"x\": 1}'")
@@ -389,9 +391,10 @@ def result_json(value: Any) -> str:
 @queues_option
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 def purge(app: App, queues: list[str], yes: bool, **_: Any) -> None:
-    """Delete every waiting message from the app's queues (all priority bands).
+    """Delete every waiting message from the app's queues.
 
-    Dead-letter queues are left alone. SQS allows one purge per queue per minute.
+    Every priority band of the queues is purged; dead-letter queues are left alone.
+    SQS allows one purge per queue per minute.
 
     \b
     Examples:
@@ -414,14 +417,17 @@ def purge(app: App, queues: list[str], yes: bool, **_: Any) -> None:
 @cli.command()
 @with_app
 @queues_option
-@click.option("--port", type=click.IntRange(1, 65535), help="Port of the local AWS (default: a free one).")
+@click.option("--port", type=click.IntRange(1, 65535),
+              help="Port of the local AWS. Default: a free one.")
 @click.option("-c", "--concurrency", type=click.IntRange(1, 1024),
               help="Tasks run at once. Default: the app's worker_concurrency (8).")
 @loglevel_option
 def dev(app: App, queues: list[str], port: int | None, concurrency: int | None,
         loglevel: str, app_options: AppOptions, **_: Any) -> None:
-    """Run everything locally: an embedded AWS (moto) on 127.0.0.1, the app's queues and
-    result table in it, and a poller. No AWS account is used. Stop it with Ctrl-C.
+    """Run a local AWS, provision the app in it, and poll its queues.
+
+    The local AWS is moto's server on 127.0.0.1, inside this process: no AWS account is
+    used. Stop everything with Ctrl-C (or SIGTERM).
 
     \b
     Examples:

@@ -42,7 +42,7 @@ class Settings(BaseSettings):
     queue_prefix: str = "cloudq-"
     """Prefix of every SQS queue name, so several apps can share an account."""
     task_default_queue: str = "default"
-    task_routes: dict[str, str | dict[str, Any]] | list[Any] | None = None
+    task_routes: dict[str, str | dict[str, Any]] | list[Any] | Router | None = None
     """Glob patterns of task names mapped to a queue (or options), and/or router functions."""
     task_default_priority: int | None = Field(default=None, ge=0, le=9)
     visibility_timeout: int = Field(default=60, ge=1, le=43200)
@@ -94,6 +94,17 @@ class Settings(BaseSettings):
             return timedelta(seconds=value)
         if isinstance(value, str) and value.replace(".", "", 1).isdigit():
             return timedelta(seconds=float(value))
+        return value
+
+    @field_validator("task_default_rate_limit")
+    @classmethod
+    def _rate_limit(cls, value: str | None) -> str | None:
+        from cloudq.ratelimit import RateLimit
+
+        try:
+            RateLimit.parse(value)
+        except ConfigError as exc:
+            raise ValueError(exc.message) from None
         return value
 
     @field_validator("queue_prefix", "task_default_queue")

@@ -63,6 +63,10 @@ class ResultError(CloudqError):
     """A task result could not be obtained."""
 
 
+class StoreError(ResultError):
+    """The result store (DynamoDB) failed."""
+
+
 class TimeoutError(ResultError):
     """The operation timed out."""
 
@@ -155,6 +159,7 @@ __all__ = [
     "Retry",
     "SignatureError",
     "SoftTimeLimitExceeded",
+    "StoreError",
     "TaskControl",
     "TaskRevokedError",
     "TimeLimitExceeded",

@@ -59,7 +59,7 @@ class ResultBackend:
         self.store = store
         self.expires_s = expires_s
 
-    # -- results ------------------------------------------------------------------------------------
+    # -- results -----------------------------------------------------------------------------------
     def item_for(
         self,
         state: str,
@@ -139,7 +139,7 @@ class ResultBackend:
             extra={k: v for k, v in item.items() if k in ("reason",)},
         )
 
-    # -- revokes ------------------------------------------------------------------------------------
+    # -- revokes -----------------------------------------------------------------------------------
     def revoke(self, task_id: str, *, terminate: bool = False, reason: str = "revoked") -> None:
         """Mark ``task_id`` revoked; a worker that receives it will not run it."""
         self.store.put(

@@ -70,7 +70,9 @@ def _as_route(value: Any, where: str) -> Route | None:
 class Router:
     """Celery's ``task_routes``: a dict of glob patterns, router functions, or a list of both."""
 
-    def __init__(self, routes: Mapping[str, Any] | Sequence[Any] | None) -> None:
+    def __init__(
+        self, routes: Mapping[str, Any] | Sequence[Any] | Callable[..., Any] | None
+    ) -> None:
         if routes is None:
             routes = []
         elif isinstance(routes, Mapping) or callable(routes):

@@ -121,7 +121,7 @@ class Task(Generic[P, R]):
         self.__module__ = fn.__module__
         self.__qualname__ = getattr(fn, "__qualname__", name)
 
-    # -- identity -----------------------------------------------------------------------------------
+    # -- identity ----------------------------------------------------------------------------------
     @property
     def app(self) -> App:
         if self._app is None:
@@ -145,7 +145,7 @@ class Task(Generic[P, R]):
     def __repr__(self) -> str:
         return f"<@task: {self.name}>"
 
-    # -- running --------------------------------------------------------------------------------------
+    # -- running -----------------------------------------------------------------------------------
     def run(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """The task body."""
         if self.bind:
@@ -156,7 +156,7 @@ class Task(Generic[P, R]):
         """Run the task body here and now, like calling the function."""
         return self.run(*args, **kwargs)
 
-    # -- sending --------------------------------------------------------------------------------------
+    # -- sending -----------------------------------------------------------------------------------
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult[R]:
         """Send the task with these arguments; a shortcut for ``apply_async``."""
         return self.apply_async(args, kwargs)
@@ -198,7 +198,7 @@ class Task(Generic[P, R]):
 
         return apply_eagerly(self, args or (), kwargs or {}, **options)
 
-    # -- inside a task --------------------------------------------------------------------------------
+    # -- inside a task -----------------------------------------------------------------------------
     def retry(
         self,
         args: Sequence[Any] | None = None,
@@ -257,7 +257,7 @@ class Task(Generic[P, R]):
         self.app.backend.save(task_id, state or states.PROGRESS, meta=dict(meta or {}),
                                name=self.name, retries=self.request.retries)
 
-    # -- hooks (no-ops; override in a base class) -----------------------------------------------------
+    # -- hooks (no-ops; override in a base class) --------------------------------------------------
     def before_start(self, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Called before the task body runs."""
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import math
 import time
 import traceback as tb
 from dataclasses import dataclass
@@ -32,14 +33,18 @@ from cloudq.errors import (
 from cloudq.ratelimit import RateLimit
 from cloudq.runners.limits import soft_time_limit
 from cloudq.sending import ETA_TOLERANCE_S
-from cloudq.serialization import from_jsonable
+from cloudq.serialization import from_jsonable, to_jsonable
 from cloudq.task import Request, Task, _current_request, retries_exhausted
+from cloudq.transports.base import is_fifo
 
 if TYPE_CHECKING:
     from cloudq.app import App
     from cloudq.transports.base import ReceivedMessage
 
 logger = logging.getLogger(__name__)
+
+MAX_VISIBILITY_S = 43_200
+"""SQS's longest visibility timeout (12 h)."""
 
 DEADLINE_MARGIN_S = 1.0
 """Time kept back from a runner's deadline for storing the outcome."""
@@ -87,7 +92,7 @@ def process_message(
     if message.receive_count > app.settings.max_receive_count:
         return quarantine(app, message, DecodeError(
             f"received {message.receive_count} times (max_receive_count="
-            f"{app.settings.max_receive_count}); earlier deliveries never finished"
+            f"{app.settings.max_receive_count}) without finishing"
         ))
     return Execution(app, task, envelope, message, deadline).run()
 
@@ -185,7 +190,13 @@ class Execution:
         logger.log(level, "task %s[%s] " + what, self.envelope.task, self.envelope.id, *args,
                    exc_info=exc_info)
 
-    # -- before running -----------------------------------------------------------------------------
+    def _request(self) -> Request:
+        """The request as sent (arguments decoded, not validated), for signals about it."""
+        env = self.envelope
+        return request_for(env, tuple(from_jsonable(env.args)), from_jsonable(env.kwargs),
+                           self.message.delivery_info)
+
+    # -- before running ----------------------------------------------------------------------------
     def run(self) -> Disposition:
         before = self._precheck()
         if before is not None:
@@ -197,10 +208,10 @@ class Execution:
         if env.is_expired():
             self._log(logging.INFO, "expired at %s; not run", env.expires)
             backend.save(env.id, states.REVOKED, name=env.task, reason="expired")
-            signals.task_revoked.send(sender=self.task, request=env, expired=True)
+            signals.task_revoked.send(sender=self.task, request=self._request(), expired=True)
             return self._done(Outcome.EXPIRED)
         if env.countdown_s() > ETA_TOLERANCE_S:
-            return self._defer(env, "not due until %s" % env.eta)
+            return self._defer(env, f"not due until {env.eta}")
         if self.task.idempotent:
             found = backend.store.get_many([f"revoked#{env.id}", f"task#{env.id}"])
             revoked = found.get(f"revoked#{env.id}")
@@ -210,7 +221,7 @@ class Execution:
         if revoked is not None:
             self._log(logging.INFO, "revoked; not run")
             backend.save(env.id, states.REVOKED, name=env.task, reason="revoked")
-            signals.task_revoked.send(sender=self.task, request=env, expired=False)
+            signals.task_revoked.send(sender=self.task, request=self._request(), expired=False)
             return self._done(Outcome.REVOKED)
         if previous is not None and previous.get("state") == states.SUCCESS:
             self._log(logging.INFO, "already succeeded (idempotent); not run again")
@@ -224,12 +235,21 @@ class Execution:
         return None
 
     def _defer(self, envelope: wire.Envelope, why: str) -> Disposition:
-        """Re-send for later and ack this copy: no worker holds a message while it waits."""
+        """Hand the message back for later: no worker holds a message while it waits.
+
+        On a standard queue it is re-sent with the remaining delay and this copy acked. A
+        FIFO queue has no per-message delay, and a re-send would be dropped by its
+        deduplication, so there the message stays in flight (SQS hides it for the remaining
+        time, up to 12 h) and the rest of its group waits behind it, as FIFO order requires.
+        """
         self._log(logging.DEBUG, "deferred (%s)", why)
+        if is_fifo(self.message.queue):
+            wait_s = math.ceil(envelope.countdown_s())
+            return self._done(Outcome.DEFERRED, ack=False, delay_s=min(wait_s, MAX_VISIBILITY_S))
         self.app.publish([envelope])
         return self._done(Outcome.DEFERRED)
 
-    # -- running ------------------------------------------------------------------------------------
+    # -- running -----------------------------------------------------------------------------------
     def _soft_limit_s(self) -> float | None:
         limits = [x for x in (self.envelope.soft_time_limit, self.task.soft_time_limit,
                               self.app.settings.task_soft_time_limit) if x]
@@ -246,7 +266,9 @@ class Execution:
         if track:
             self.app.backend.save(env.id, states.STARTED, name=env.task, retries=env.retries)
         try:
-            args, kwargs = task.arguments.rebuild(from_jsonable(env.args), from_jsonable(env.kwargs))
+            args, kwargs = task.arguments.rebuild(
+                from_jsonable(env.args), from_jsonable(env.kwargs)
+            )
         except (DecodeError, ValidationError) as exc:
             return quarantine(self.app, self.message, exc)
         request = request_for(env, args, kwargs, self.message.delivery_info)
@@ -261,7 +283,7 @@ class Execution:
             return self._failed(exc, tb.format_exc(), exhausted=retries_exhausted.get())
         return self._succeeded(request, retval)
 
-    # -- outcomes -----------------------------------------------------------------------------------
+    # -- outcomes ----------------------------------------------------------------------------------
     def _succeeded(self, request: Request, retval: Any) -> Disposition:
         env, task = self.envelope, self.task
         ignore = task.ignore_result if task.ignore_result is not None \
@@ -297,15 +319,15 @@ class Execution:
 
     def _retry(self, request: Request, retry: Retry) -> Disposition:
         env, task = self.envelope, self.task
-        if retry.eta is not None:
-            eta = wire.as_utc(retry.eta)
-        else:
-            eta = wire.as_utc(retry.when or 0)
+        eta = wire.as_utc(retry.eta if retry.eta is not None else retry.when or 0)
         changes: dict[str, Any] = {"retries": env.retries + 1, "eta": eta}
-        if retry.new_args is not None:
-            changes["args"] = wire.Envelope(task=env.task, args=list(retry.new_args)).args
-        if retry.new_kwargs is not None:
-            changes["kwargs"] = dict(retry.new_kwargs)
+        try:  # new arguments travel in their tagged JSON form, like apply_async's
+            if retry.new_args is not None:
+                changes["args"] = to_jsonable(list(retry.new_args), "args")
+            if retry.new_kwargs is not None:
+                changes["kwargs"] = to_jsonable(dict(retry.new_kwargs), "kwargs")
+        except EncodeError as exc:
+            return self._failed(exc, tb.format_exc())
         self.app.publish([env.replace(**changes)])
         einfo = tb.format_exc()
         self.app.backend.save(env.id, states.RETRY, exc=retry.exc or retry, traceback=einfo,
@@ -314,6 +336,7 @@ class Execution:
                   wire.Envelope(task=env.task, eta=eta).countdown_s(), retry.exc or retry)
         self._hook(task.on_retry, retry.exc or retry, env.id, request.args, request.kwargs, einfo)
         signals.task_retry.send(sender=task, request=request, reason=retry.exc or retry)
+        self._after(states.RETRY, retry.exc or retry, einfo)
         return self._done(Outcome.RETRY)
 
     def _reject(self, reject: Reject) -> Disposition:
@@ -328,7 +351,7 @@ class Execution:
         signals.task_rejected.send(sender=self.task, message=self.message, exc=reject)
         return self._done(Outcome.REJECTED)
 
-    # -- follow-ups and hooks -----------------------------------------------------------------------
+    # -- follow-ups and hooks ----------------------------------------------------------------------
     def _send_callbacks(self, retval: Any) -> None:
         from cloudq.followups import send_callbacks
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from cloudq.errors import ConfigError, ResultError
+from cloudq.errors import ConfigError, StoreError
 from cloudq.stores.base import KEY_FIELD, TTL_FIELD, Item, Store, expires_at, is_expired
 
 if TYPE_CHECKING:
@@ -95,7 +95,7 @@ class DynamoStore(Store):
                 return raws
             logger.debug("BatchGetItem on %s left %d keys unprocessed; retrying",
                          self.table, len(request[self.table]["Keys"]))
-        raise ResultError(f"DynamoDB kept throttling reads of {len(keys)} items in {self.table!r}")
+        raise StoreError(f"DynamoDB kept throttling reads of {len(keys)} items in {self.table!r}")
 
     # -- writes -----------------------------------------------------------------------------------
     def put(self, key: str, item: Item, *, ttl_s: float) -> None:
@@ -159,7 +159,7 @@ class DynamoStore(Store):
                 self._put_if(key, {}, ttl_s, STILL_EXPIRED)
                 continue
             return self._item(response.get("Attributes")) or {}
-        raise ResultError(f"item {key!r} in {self.table!r} kept changing under an update")
+        raise StoreError(f"item {key!r} in {self.table!r} kept changing under an update")
 
     def delete(self, key: str) -> None:
         try:
@@ -221,11 +221,11 @@ class DynamoStore(Store):
         return {name: _from_dynamo(self._deserializer.deserialize(value))
                 for name, value in raw.items()}
 
-    def _error(self, exc: ClientError) -> ConfigError | ResultError:
+    def _error(self, exc: ClientError) -> ConfigError | StoreError:
         if _code(exc) == "ResourceNotFoundException":
             return ConfigError(
                 f"DynamoDB table {self.table!r} does not exist; create it with `cloudq provision`")
-        return ResultError(f"DynamoDB {exc.operation_name} on table {self.table!r} failed: {exc}")
+        return StoreError(f"DynamoDB {exc.operation_name} on table {self.table!r} failed: {exc}")
 
 
 def _code(exc: ClientError) -> str:

@@ -115,7 +115,9 @@ class Transport(abc.ABC):
 
     # -- administration (CLI, provisioning, tests) ----------------------------------------------
     @abc.abstractmethod
-    def ensure_queue(self, queue: str, *, visibility_timeout_s: int, max_receive_count: int) -> None:
+    def ensure_queue(
+        self, queue: str, *, visibility_timeout_s: int, max_receive_count: int
+    ) -> None:
         """Create ``queue`` and its dead-letter queue with a redrive policy, if missing."""
 
     @abc.abstractmethod

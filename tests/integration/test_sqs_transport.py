@@ -10,7 +10,8 @@ import pytest
 from cloudq.aws import AwsClients, RequestCounter
 from cloudq.errors import ConfigError, TransportError
 from cloudq.transports.base import OutgoingMessage, ReceivedMessage
-from cloudq.transports.sqs import DLQ_RETENTION_S, SqsTransport
+from cloudq.transports.sqs import SqsTransport
+from cloudq.transports.sqs_wire import DLQ_RETENTION_S
 
 pytestmark = pytest.mark.integration
 

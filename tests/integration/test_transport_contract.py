@@ -237,22 +237,19 @@ def test_depth_and_purge(transport: Transport) -> None:
 def test_the_twin_records_the_batch_calls_sqs_receives(
     aws_clients: AwsClients, unique_prefix: str
 ) -> None:
-    memory = MemoryTransport(strict=True)
-    sqs = SqsTransport(aws_clients, prefix=unique_prefix)
-    counter = RequestCounter()
-    counter.attach(aws_clients.sqs)
-    counted: dict[str, Counter[str]] = {}
-
-    for name, transport in (("memory", memory), ("aws", sqs)):
+    def batch_calls(transport: Transport) -> None:
         make_queue(transport)
-        counter.reset()
         transport.send_batch(QUEUE, [OutgoingMessage(body=f"m{i}") for i in range(23)])
         received = drain(transport, QUEUE, 23)
         transport.extend_visibility(received, 60)
         transport.ack(received)
-        counted[name] = (Counter(action for action, _ in memory.calls) if name == "memory"
-                         else Counter(op.removeprefix("SQS.") for op in counter.counts.elements()))
 
-    batch_calls = ("SendMessageBatch", "ChangeMessageVisibilityBatch", "DeleteMessageBatch")
-    assert {op: counted["memory"][op] for op in batch_calls} == {op: 3 for op in batch_calls}
-    assert {op: counted["aws"][op] for op in batch_calls} == {op: 3 for op in batch_calls}
+    memory = MemoryTransport(strict=True)
+    batch_calls(memory)
+    counter = RequestCounter()
+    counter.attach(aws_clients.sqs)
+    batch_calls(SqsTransport(aws_clients, prefix=unique_prefix))
+
+    recorded = Counter(action for action, _ in memory.calls)
+    for action in ("SendMessageBatch", "ChangeMessageVisibilityBatch", "DeleteMessageBatch"):
+        assert recorded[action] == counter.counts[f"SQS.{action}"] == 3, action

@@ -15,6 +15,7 @@ from cloudq.errors import TransportError
 from cloudq.stores.dynamodb import DynamoStore
 from cloudq.transports.base import OutgoingMessage, ReceivedMessage
 from cloudq.transports.sqs import SqsTransport
+from cloudq.transports.sqs_wire import chunks
 
 
 def test_importing_the_shells_does_not_import_boto3() -> None:
@@ -154,3 +155,12 @@ def test_get_many_retries_unprocessed_keys(monkeypatch: pytest.MonkeyPatch) -> N
 
     assert sorted(found) == ["a", "b", "c"]
     assert fake.calls == 3
+
+
+def test_batches_are_cut_at_ten_messages_or_the_byte_budget() -> None:
+    small = [OutgoingMessage(body="x") for _ in range(23)]
+    big = [OutgoingMessage(body="x" * 400) for _ in range(5)]
+
+    assert [len(c) for c in chunks(small, max_bytes=1000)] == [10, 10, 3]
+    assert [len(c) for c in chunks(big, max_bytes=1000)] == [2, 2, 1]
+    assert [len(c) for c in chunks([OutgoingMessage(body="x" * 5000)], max_bytes=1000)] == [1]

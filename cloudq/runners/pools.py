@@ -1,0 +1,382 @@
+"""Worker pools for the poller: ``concurrency`` threads that each run one message at a time.
+
+Both pools are the same :class:`WorkerPool` of daemon threads; they differ in the runner each
+thread owns:
+
+- ``threads``: :class:`ThreadRunner` calls ``process_message`` in the pool thread. Soft time
+  limits work (``cloudq.runners.limits``); a hard limit cannot stop a thread.
+- ``processes``: :class:`ProcessRunner` owns one forked child and hands it one message at a time
+  over a pipe. The child says ``("start", task id, name, hard limit)`` before it runs the
+  message and ``("done", disposition)`` after. The parent waits for the second reply for at most
+  the hard limit (envelope ``time_limit``, else the task's, else ``task_time_limit``); when it
+  does not come the child is killed and the task recorded as FAILURE with ``TimeLimitExceeded``.
+  A child that dies (segfault, ``os._exit``, OOM killer) gives ``WorkerLostError`` the same way.
+  Either way the message is acknowledged and a fresh child is forked before the next message;
+  ``max_tasks_per_child`` forks a fresh one after that many messages.
+
+Children are forked (``fork`` start method), call ``app.after_fork()``, and ignore SIGINT and
+SIGTERM with no-op Python handlers (so a subprocess a task execs gets the default actions back):
+a Ctrl-C or a SIGTERM sent to the whole process group reaches the parent, which lets the tasks
+in flight finish. On Linux a child is also killed if its parent dies (``PR_SET_PDEATHSIG``).
+Results a child writes go through the child's own copy of the app: with the in-memory twins
+they are not seen by the parent, so tests of this pool observe side effects, not results.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from cloudq import message as wire
+from cloudq import signals, states
+from cloudq.errors import CloudqError, ConfigError, TimeLimitExceeded, WorkerLostError
+from cloudq.runners.execute import Disposition, Outcome, fetch_envelope, process_message
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+    from multiprocessing.context import ForkProcess
+
+    from cloudq.app import App
+    from cloudq.transports.base import ReceivedMessage
+
+logger = logging.getLogger(__name__)
+
+PoolKind = Literal["threads", "processes"]
+Result = Disposition | BaseException
+Done = Callable[[Result], None]
+Record = Callable[[str], None]
+
+CHILD_EXIT_WAIT_S = 2.0
+"""How long a child asked to exit may take before it is killed."""
+
+
+class ChildTaskError(CloudqError):
+    """process_message raised in a pool child; the message is left to reappear."""
+
+
+class Abandoned(CloudqError):
+    """The pool was closed with this message still running; it will be delivered again."""
+
+
+class Runner(Protocol):
+    """Runs one message at a time for one pool thread."""
+
+    def prepare(self) -> None:
+        """Get ready for the next message (fork a child); called while the thread is idle."""
+
+    def run(self, message: ReceivedMessage) -> Disposition:
+        """Run one message; raise when its outcome could not be made durable."""
+
+    def close(self, *, kill: bool) -> None:
+        """Release what the runner holds; ``kill`` abandons a message still running."""
+
+
+class WorkerPool:
+    """``size`` daemon threads taking messages from a queue, each with its own runner.
+
+    The caller (the poller's dispatcher) submits only when it knows a thread is free, so
+    no message waits in here: which message runs next is decided outside, by priority.
+    """
+
+    def __init__(self, size: int, make_runner: Callable[[], Runner], *, name: str) -> None:
+        self.size = size
+        self._make_runner = make_runner
+        self._name = name
+        self._jobs: queue.SimpleQueue[tuple[ReceivedMessage, Done] | None] = queue.SimpleQueue()
+        self._runners: list[Runner] = []
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        for index in range(self.size):
+            runner = self._make_runner()
+            self._runners.append(runner)
+            threading.Thread(target=self._work, args=(runner,), daemon=True,
+                             name=f"{self._name}-{index}").start()
+
+    def submit(self, message: ReceivedMessage, done: Done) -> None:
+        """Run ``message`` on the next free thread; ``done`` gets the Disposition or the error."""
+        self._jobs.put((message, done))
+
+    def close(self, *, kill: bool = False) -> None:
+        """Let the threads exit once idle and close their runners (killing children if asked)."""
+        for runner in self._runners:
+            runner.close(kill=kill)
+        for _ in self._runners:
+            self._jobs.put(None)
+
+    def _work(self, runner: Runner) -> None:
+        while True:
+            try:
+                runner.prepare()
+            except Abandoned:
+                pass
+            except Exception:
+                logger.exception("pool %s: could not prepare a worker", self._name)
+            job = self._jobs.get()
+            if job is None:
+                break
+            message, done = job
+            result: Result
+            try:
+                result = runner.run(message)
+            except Exception as exc:
+                result = exc
+            try:
+                done(result)
+            except Exception:
+                logger.exception("pool %s: completion callback failed", self._name)
+        runner.close(kill=False)
+
+
+class ThreadRunner:
+    """Runs ``process_message`` in the pool thread itself."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    def prepare(self) -> None:
+        return None
+
+    def run(self, message: ReceivedMessage) -> Disposition:
+        return process_message(self.app, message)
+
+    def close(self, *, kill: bool) -> None:
+        return None
+
+
+def make_pool(app: App, kind: str, size: int, *, max_tasks_per_child: int | None,
+              record: Record) -> WorkerPool:
+    """The pool ``kind`` (``threads`` or ``processes``) with ``size`` workers."""
+    if kind == "threads":
+        if max_tasks_per_child:
+            logger.info("max_tasks_per_child=%d is ignored by the threads pool (threads are "
+                        "not recycled); use --pool processes to recycle", max_tasks_per_child)
+        return WorkerPool(size, lambda: ThreadRunner(app), name="cloudq-thread")
+    if kind == "processes":
+        if "fork" not in multiprocessing.get_all_start_methods():
+            raise ConfigError("worker_pool='processes' needs the fork start method (Linux, macOS)")
+        return WorkerPool(size, lambda: ProcessRunner(app, max_tasks_per_child, record),
+                          name="cloudq-child")
+    raise ConfigError(f"worker_pool={kind!r}: expected 'threads' or 'processes'")
+
+
+def hard_time_limit(app: App, body: str) -> tuple[str | None, str | None, float | None]:
+    """(task id, task name, hard limit in seconds) of a message body; errors give the setting."""
+    try:
+        envelope = fetch_envelope(app, body)
+    except Exception:
+        task_id, name = wire.peek(body)
+        return task_id, name, app.settings.task_time_limit
+    task = app.tasks.get(envelope.task)
+    limits = (envelope.time_limit, task.time_limit if task else None, app.settings.task_time_limit)
+    limit = next((float(x) for x in limits if x), None)
+    return envelope.id, envelope.task, limit
+
+
+def record_killed(app: App, message: ReceivedMessage, exc: CloudqError, task_id: str | None,
+                  task_name: str | None, runtime_s: float) -> Disposition:
+    """Store the FAILURE of a task whose child was killed or died, and run its errbacks."""
+    try:
+        envelope: wire.Envelope | None = fetch_envelope(app, message.body)
+    except Exception:
+        envelope = None
+    if envelope is not None:
+        task_id, task_name = envelope.id, envelope.task
+    logger.error("task %s[%s] %s", task_name, task_id, exc)
+    if task_id:
+        app.backend.save(task_id, states.FAILURE, exc=exc, name=task_name,
+                         retries=envelope.retries if envelope else 0)
+    if envelope is not None:
+        from cloudq.followups import send_errbacks
+
+        send_errbacks(app, envelope, exc, "")
+    signals.task_failure.send(sender=app.tasks.get(task_name or ""), task_id=task_id,
+                              exception=exc, traceback=None)
+    return Disposition(Outcome.FAILURE, task_id=task_id, task_name=task_name,
+                       runtime_s=runtime_s)
+
+
+# -- the process pool: parent side -------------------------------------------------------------
+_FORK_LOCK = threading.Lock()
+"""Held while a child is forked, so no sibling inherits the child's end of its pipe."""
+_PARENT_ENDS: set[Connection] = set()
+"""The parent's end of every child's pipe; a new child closes its copies of them."""
+_TIMEOUT = ("timeout",)
+
+
+class _Child:
+    """One forked child and the parent's end of its pipe."""
+
+    def __init__(self, app: App) -> None:
+        context = multiprocessing.get_context("fork")
+        with _FORK_LOCK:
+            parent_end, child_end = context.Pipe(duplex=True)
+            _PARENT_ENDS.add(parent_end)  # the child closes its copy: EOF when the parent dies
+            self.process: ForkProcess = context.Process(
+                target=_child_main, args=(app, child_end), name="cloudq-child", daemon=True)
+            self.process.start()
+            child_end.close()
+        self.conn = parent_end
+        self.pid = self.process.pid
+        self.tasks = 0
+
+    def send(self, obj: Any) -> bool:
+        try:
+            self.conn.send(obj)
+            return True
+        except (OSError, ValueError):
+            return False
+
+    def receive(self, timeout_s: float | None) -> tuple[Any, ...] | None:
+        """The next reply, ``_TIMEOUT``, or None when the child is gone."""
+        ready = multiprocessing.connection.wait([self.conn, self.process.sentinel], timeout_s)
+        if not ready:
+            return _TIMEOUT
+        try:
+            if self.conn.poll():
+                reply: tuple[Any, ...] = self.conn.recv()
+                return reply
+        except (EOFError, OSError):
+            pass
+        return None
+
+    def stop(self, *, kill: bool) -> None:
+        if not kill and self.send(None):
+            self.process.join(CHILD_EXIT_WAIT_S)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(CHILD_EXIT_WAIT_S)
+        with _FORK_LOCK:
+            _PARENT_ENDS.discard(self.conn)
+        self.conn.close()
+
+
+class ProcessRunner:
+    """Runs each message in a forked child, enforcing the hard time limit from outside."""
+
+    def __init__(self, app: App, max_tasks_per_child: int | None, record: Record) -> None:
+        self.app = app
+        self.max_tasks = max_tasks_per_child
+        self.record = record
+        self._child: _Child | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def prepare(self) -> None:
+        self._ready_child()
+
+    def _ready_child(self) -> _Child:
+        with self._lock:
+            if self._closed:
+                raise Abandoned("the pool is closed")
+            child = self._child
+            if child is not None and self.max_tasks and child.tasks >= self.max_tasks:
+                logger.info("child %d recycled after %d tasks", child.pid, child.tasks)
+                self.record("children_recycled")
+                child.stop(kill=False)
+                child = None
+            if child is not None and not child.process.is_alive():
+                child.stop(kill=True)
+                child = None
+            if child is None:
+                child = self._child = _Child(self.app)
+                self.record("children_started")
+            return child
+
+    def run(self, message: ReceivedMessage) -> Disposition:
+        child = self._ready_child()
+        started = time.monotonic()
+        reply = child.receive(None) if child.send(message) else None
+        if reply is None or reply[0] != "start":
+            return self._lost(child, message, None, None, started)
+        _, task_id, task_name, limit = reply
+        reply = child.receive(limit)
+        if reply is _TIMEOUT:
+            self._discard(child, kill=True)
+            self.record("time_limit")
+            return record_killed(
+                self.app, message, TimeLimitExceeded(f"hard time limit ({limit:g}s) exceeded"),
+                task_id, task_name, time.monotonic() - started)
+        if reply is None:
+            return self._lost(child, message, task_id, task_name, started)
+        child.tasks += 1
+        if reply[0] == "done":
+            disposition: Disposition = reply[1]
+            return disposition
+        logger.error("task %s[%s]: process_message raised in child %d:\n%s",
+                     task_name, task_id, child.pid, reply[2])
+        raise ChildTaskError(reply[1])
+
+    def _lost(self, child: _Child, message: ReceivedMessage, task_id: str | None,
+              task_name: str | None, started: float) -> Disposition:
+        code = child.process.exitcode
+        self._discard(child, kill=True)
+        if self._closed:
+            raise Abandoned(f"child {child.pid} was stopped with the task running")
+        self.record("worker_lost")
+        return record_killed(
+            self.app, message,
+            WorkerLostError(f"worker process {child.pid} exited unexpectedly (exit code {code})"),
+            task_id, task_name, time.monotonic() - started)
+
+    def _discard(self, child: _Child, *, kill: bool) -> None:
+        with self._lock:
+            if self._child is child:
+                self._child = None
+        child.stop(kill=kill)
+
+    def close(self, *, kill: bool) -> None:
+        with self._lock:
+            self._closed = True
+            child, self._child = self._child, None
+        if child is not None:
+            child.stop(kill=kill)
+
+
+# -- the process pool: child side --------------------------------------------------------------
+def _child_main(app: App, conn: Connection) -> None:
+    """The loop of a pool child: one message in, ``start`` and ``done`` out, until None."""
+    _child_setup(app)
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return
+        if message is None:
+            return
+        conn.send(("start", *hard_time_limit(app, message.body)))
+        try:
+            disposition = process_message(app, message)
+        except Exception as exc:
+            conn.send(("raised", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+        else:
+            conn.send(("done", disposition))
+
+
+def _child_setup(app: App) -> None:
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _ignore_signal)
+    for end in list(_PARENT_ENDS):  # siblings' pipes: holding them would hide their EOFs
+        end.close()
+    _PARENT_ENDS.clear()
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            logger.debug("child %d: PR_SET_PDEATHSIG unavailable", os.getpid())
+    app.after_fork()
+
+
+def _ignore_signal(signum: int, frame: object) -> None:
+    """Children leave shutdown to the parent, which finishes the task first."""

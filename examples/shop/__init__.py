@@ -1,0 +1,1 @@
+"""The shop: a small example cloudq app (see ``tasks.py``) and a client that uses it."""
