@@ -244,8 +244,11 @@ def poll(app: App, queues: list[str], concurrency: int | None, pool: str | None,
     from cloudq.runners.poller import Poller
 
     setup_logging(loglevel)
+    for band in app.queues(queues or None):
+        app.transport.depth(band)  # a missing queue is an error now, not a retry loop
     poller = Poller(
-        app, queues or None, concurrency=concurrency, pool=pool,
+        app, queues or None, concurrency=concurrency,
+        pool="processes" if pool == "processes" else "threads" if pool else None,
         prefetch_multiplier=prefetch_multiplier, max_tasks_per_child=max_tasks_per_child,
         burst=burst,
     )

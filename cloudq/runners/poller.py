@@ -83,6 +83,8 @@ IDLE_CYCLE_S = 1.0
 BURST_IDLE_CYCLE_S = 0.05
 MAX_BACKOFF_S = 30.0
 """Longest pause after failed receives on one queue."""
+BURST_MAX_FAILURES = 5
+"""Failed receives in a row after which a burst treats the queue as empty (and exits 1)."""
 
 
 @dataclass(eq=False)
@@ -284,8 +286,12 @@ class Poller:
                 failures += 1
                 logger.warning("receive from queue %s failed (%d in a row)", name, failures,
                                exc_info=True)
-                self._accept(name, band, grant, [])
-                self._stop_event.wait(min(MAX_BACKOFF_S, 0.5 * 2 ** failures))
+                give_up = self.burst and failures >= BURST_MAX_FAILURES
+                if give_up:
+                    logger.error("burst: giving up on queue %s", name)
+                    self._exit_code = 1
+                self._accept(name, band, grant, [], empty=give_up)
+                self._stop_event.wait(min(MAX_BACKOFF_S, 0.1 * 2 ** failures))
                 continue
             failures = 0
             self._accept(name, band, grant, got)
@@ -309,7 +315,9 @@ class Poller:
                 self._cond.wait()
             return None
 
-    def _accept(self, name: str, band: int, grant: _Grant, got: list[ReceivedMessage]) -> None:
+    def _accept(self, name: str, band: int, grant: _Grant, got: list[ReceivedMessage], *,
+                empty: bool = True) -> None:
+        """Take what a receive call returned; ``empty``: an empty result means the queue is."""
         give_back: list[ReceivedMessage] = []
         with self._lock:
             if grant.probe:
@@ -325,7 +333,7 @@ class Poller:
                 self._move_to_slot_locked()
                 self._dispatch_locked()
                 self._wake.notify_all()
-            else:
+            elif empty:
                 self._empty_at[name] = grant.epoch
                 self._check_burst_locked()
             self._cond.notify_all()

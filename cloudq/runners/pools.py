@@ -59,6 +59,8 @@ Record = Callable[[str], None]
 
 CHILD_EXIT_WAIT_S = 2.0
 """How long a child asked to exit may take before it is killed."""
+LOST_CHILD_WAIT_S = 0.5
+"""How long a child whose pipe closed may take to exit before it is killed."""
 
 
 class ChildTaskError(CloudqError):
@@ -320,6 +322,7 @@ class ProcessRunner:
 
     def _lost(self, child: _Child, message: ReceivedMessage, task_id: str | None,
               task_name: str | None, started: float) -> Disposition:
+        child.process.join(LOST_CHILD_WAIT_S)  # its pipe closed first: let it be reaped
         code = child.process.exitcode
         self._discard(child, kill=True)
         if self._closed:

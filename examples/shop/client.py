@@ -52,20 +52,22 @@ class Example:
 
 def send_all() -> list[Example]:
     print("Sending five tasks:")
-    examples = [
-        Example("add.delay(2, 3)", add.delay(2, 3), "runs at once"),
-        Example("add.apply_async((10, 20), countdown=2)",
-                add.apply_async((10, 20), countdown=2), "waits 2 s in SQS before it runs"),
-        Example("send_email.delay('ann@example.com', 'Your order has shipped')",
-                send_email.delay("ann@example.com", "Your order has shipped"),
-                "the mail server is busy twice; autoretry_for=(IOError,) retries it"),
-        Example("apply_coupon.delay(1001, 'SPRING24')", apply_coupon.delay(1001, "SPRING24"),
-                "raises ValueError"),
-        Example("import_catalog.delay(5)", import_catalog.delay(5),
-                "reports PROGRESS with self.update_state"),
+    sends: list[tuple[str, str, Callable[[], cloudq.AsyncResult[Any]]]] = [
+        ("add.delay(2, 3)", "runs at once", lambda: add.delay(2, 3)),
+        ("add.apply_async((10, 20), countdown=2)", "waits 2 s in SQS before it runs",
+         lambda: add.apply_async((10, 20), countdown=2)),
+        ("send_email.delay('ann@example.com', 'Your order has shipped')",
+         "the mail server is busy twice; autoretry_for=(IOError,) retries it",
+         lambda: send_email.delay("ann@example.com", "Your order has shipped")),
+        ("apply_coupon.delay(1001, 'SPRING24')", "raises ValueError",
+         lambda: apply_coupon.delay(1001, "SPRING24")),
+        ("import_catalog.delay(5)", "reports PROGRESS with self.update_state",
+         lambda: import_catalog.delay(5)),
     ]
-    for example in examples:
-        print(f"  {example.title}\n      task id {example.result.id}")
+    examples = []
+    for title, explain, send in sends:
+        examples.append(Example(title, send(), explain))
+        print(f"  {title:<64} task id {examples[-1].result.id}", flush=True)
     return examples
 
 
@@ -125,8 +127,8 @@ def report(examples: list[Example]) -> int:
     problems = 0
     for number, (example, check) in enumerate(zip(examples, CHECKS, strict=True), start=1):
         print(f"\n{number}. {example.title}\n   ({example.explain})")
-        took = f" ({example.took_s:.1f} s after sending)" if example.took_s is not None else ""
-        print(f"   states: {' -> '.join(example.states)}{took}")
+        took = f" (done {example.took_s:.1f} s after sending)" if example.took_s else ""
+        print(f"   states seen: {' -> '.join(example.states)}{took}")
         try:
             lines = check(example)
         except Exception as exc:
