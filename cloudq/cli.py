@@ -238,7 +238,8 @@ def poll(app: App, queues: list[str], concurrency: int | None, pool: str | None,
     """
     if (pool or app.settings.worker_pool) == "asyncio":
         raise click.BadParameter(
-            "the asyncio pool is not available yet; use --pool threads or --pool processes",
+            "the asyncio pool is not available yet (asked for by --pool or the worker_pool "
+            "setting); use --pool threads or --pool processes",
             param_hint="'--pool'",
         )
     from cloudq.runners.poller import Poller

@@ -1,48 +1,39 @@
 """The long-running worker (``cloudq poll``): long-poll the queues, run messages in a pool, ack.
 
-Receiving. One daemon thread per queue: every priority band of every queue name, in the order
-of ``app.queues`` (high bands first). A receiver makes two kinds of ReceiveMessage call:
+Receiving. One daemon thread per queue band (``app.queues``: high bands first) makes two kinds
+of ReceiveMessage call. A *probe* asks for 1 message and waits ``worker_poll_wait`` (20 s):
+idle, a queue costs one request per 20 s, and a message on any queue is picked up at once. A
+*batch* follows any call that returned messages: it reserves up to 10 free slots, asks for that
+many and waits at most 1 s, so a backlog drains ten at a time and an emptied queue gives its
+slots back within a second (then its receiver probes again).
 
-- a *probe* asks for one message and waits the full ``worker_poll_wait`` (20 s). While the
-  worker is idle each queue costs one request per 20 s, and a message arriving on any queue
-  is picked up at once (latency).
-- a *batch* follows any call that returned messages. It reserves up to 10 free slots, asks
-  for that many and waits at most 1 s, so a backlog is drained ten at a time and a queue that
-  has just emptied hands its slots back within a second; its receiver then probes again.
+Prefetch bound. L = concurrency * prefetch_multiplier slots count messages received and not
+finished (buffered or running) plus reservations of batch calls in progress, so batches never
+take more than L. A probe reserves nothing while it waits (idle probes never keep capacity from
+a busy queue); its message takes a free slot, or, if all L are taken, its queue's one *token*
+until a slot frees. A queue probes only while its token is free. Exact bound: L + number of
+polled queues; the excess exists only while all L slots are taken, is at most one message per
+queue, and only comes from a queue that looked empty at its previous call: a backlog never
+goes past L.
 
-Prefetch bound. There are L = concurrency * prefetch_multiplier slots. A slot is taken by a
-message received and not yet finished (waiting in the buffer or running) or reserved by a
-batch call in progress; a batch reserves before it asks, so it can never take more than the
-free slots. A probe reserves no slot while it waits, so idle probes never keep capacity from a
-busy queue. Its message takes a free slot if there is one; if every slot is taken it is held
-on its queue's *token* (one per queue) and moved to the next slot that frees. A queue probes
-only while its token is free. So the exact bound is L + (number of polled queues): the excess
-exists only while all L slots are taken, is at most one message per queue, and comes only from
-a queue that looked empty at its previous call. A backlog never pushes the count past L.
+Dispatching. Messages wait in a buffer ordered by (band, arrival); a free pool worker gets the
+most urgent. With every worker busy, idle queues keep their probes open, so a high-band message
+runs before normal ones already waiting (priority is strict). Receiving cannot starve, even
+with fewer slots than queues: probes do not compete for slots.
 
-Dispatching and priority. Received messages wait in a buffer ordered by (band, arrival); each
-time a pool worker is free the most urgent one is handed over. While every worker is busy each
-idle queue keeps its probe open, so a high-band message sits in the buffer and runs before the
-normal ones. Priority is strict: a steady high-band flow delays lower bands. Receiving cannot
-starve, even with fewer slots than queues, because probes do not compete for slots.
+Housekeeping. One thread, asleep on a condition in between, extends the visibility of every
+message in memory every ``visibility_timeout / 3`` s (batched) and deletes finished messages in
+batches (after 50 ms, at once at 10 for a queue, always before ``run`` returns). Not acked:
+``retry_later(message, delay_s)``. If ``process_message`` raises, the error is logged with the
+task id and the message left to reappear after its visibility timeout.
 
-Heartbeat and acks. A housekeeping thread extends the visibility of every message in memory
-every ``visibility_timeout / 3`` seconds (one batched call), deletes finished messages in
-batches (50 ms after the first, at once when 10 are waiting for one queue, and always before
-``run`` returns), and otherwise sleeps on a condition variable. A Disposition that is not
-acked becomes ``retry_later(message, delay_s)``. If ``process_message`` raises (the store is
-down...) the error is logged with the task id and the message left alone: it reappears after
-its visibility timeout. Nothing a message does stops the worker or delays other messages.
-
-Shutdown. ``stop()``, SIGTERM or SIGINT (handlers installed only when ``run`` is called in the
-main thread; the handler only puts an event on a queue): receivers stop at once (threads stuck
-in a long poll are daemons and are not waited for; what such a poll still returns is made
-visible again), buffered messages are made visible again (``retry_later(m, 0)``), tasks in
-flight get ``shutdown_timeout_s`` to finish, acks are flushed and ``run`` returns 0 (1 if tasks
-had to be abandoned: their messages come back after their visibility timeout). A second
-signal returns 1 at once, killing process-pool children. ``burst=True`` polls with waits of at
-most 1 s and stops by itself once every queue has been seen empty after the last message
-finished.
+Shutdown. ``stop()``, SIGTERM or SIGINT (handlers only when ``run`` is in the main thread; they
+just queue an event): receivers stop at once (those in a long poll are daemon threads, not
+waited for; what their poll returns is made visible again), buffered messages are made visible
+again, tasks in flight get ``shutdown_timeout_s``, acks are flushed; ``run`` returns 0, or 1 if
+tasks were abandoned (they come back after their visibility timeout). A second signal returns 1
+at once. ``burst=True`` waits at most 1 s per call and stops once every queue was seen empty
+after the last message finished.
 """
 
 from __future__ import annotations
@@ -97,6 +88,8 @@ class _Held:
     on_token: bool
     extended_at: float
     running: bool = False
+    done: bool = False
+    """Finished but not yet released (being made visible again)."""
 
 
 @dataclass(frozen=True)
@@ -379,13 +372,13 @@ class Poller:
     def _give_back(self, messages: Sequence[ReceivedMessage]) -> None:
         """Make messages this worker will not run visible again at once."""
         for message in messages:
-            self._retry_later(message, 0)
-            self._count("released")
+            self._retry_later(message, 0, "released")
 
-    def _retry_later(self, message: ReceivedMessage, delay_s: int) -> None:
+    def _retry_later(self, message: ReceivedMessage, delay_s: int, key: str) -> None:
         try:
             with self._visibility:
                 self.app.transport.retry_later(message, delay_s)
+            self._count(key)
         except Exception:
             task_id, name = wire.peek(message.body)
             logger.warning("task %s[%s]: could not change the visibility of message %s",
@@ -405,39 +398,36 @@ class Poller:
         message, ack_now = held.message, False
         if isinstance(result, BaseException):
             self._log_error(message, result)
+        elif not result.ack:  # still held meanwhile, so a burst cannot end before it is back
+            with self._lock:
+                held.done = True  # no more heartbeats: they would undo the delay
+            self._retry_later(message, result.delay_s, "retried_later")
         with self._lock:
-            held.running = False
             self._running -= 1
             self._idle += 1
             self._release_locked(held)
             self._epoch += 1
-            if isinstance(result, BaseException):
-                self.stats["errors"] += 1
-            else:
-                self.stats[result.outcome.value] += 1
-                if result.ack and self._closed:
-                    ack_now = True
-                elif result.ack:
+            key = "errors" if isinstance(result, BaseException) else result.outcome.value
+            self.stats[key] += 1
+            if not isinstance(result, BaseException) and result.ack:
+                ack_now = self._closed  # after the final flush: delete it now
+                if not ack_now:
                     self._acks.append(message)
-                    self._acks_since = self._acks_since if len(self._acks) > 1 \
-                        else time.monotonic()
+                    self._acks_since = time.monotonic() if len(self._acks) == 1 \
+                        else self._acks_since
                     self._wake.notify_all()
             self._dispatch_locked()
         if ack_now:
             self._flush([message])
-        if not isinstance(result, BaseException) and not result.ack:
-            self._retry_later(message, result.delay_s)
-            self._count("retried_later")
 
     def _log_error(self, message: ReceivedMessage, exc: BaseException) -> None:
         task_id, name = wire.peek(message.body)
         if isinstance(exc, Abandoned):
-            logger.warning("task %s[%s] abandoned at shutdown; its message will be delivered "
-                           "again", name, task_id)
-            return
-        logger.error("task %s[%s]: message %s could not be handled (%s: %s); it will be "
-                     "delivered again after its visibility timeout", name, task_id,
-                     message.message_id, type(exc).__name__, exc, exc_info=exc)
+            logger.warning("task %s[%s] abandoned: it will be delivered again", name, task_id)
+        else:
+            logger.error("task %s[%s]: message %s could not be handled (%s: %s); it will be "
+                         "delivered again after its visibility timeout", name, task_id,
+                         message.message_id, type(exc).__name__, exc, exc_info=exc)
 
     # -- housekeeping: heartbeats and acks --------------------------------------------------------
     def _housekeep(self) -> None:
@@ -477,7 +467,8 @@ class Poller:
         with self._visibility:  # so a message made visible again is not hidden by a late beat
             with self._lock:
                 now = time.monotonic()
-                due = [h for h in self._held.values() if now - h.extended_at >= interval_s / 2]
+                due = [h for h in self._held.values()
+                       if not h.done and now - h.extended_at >= interval_s / 2]
                 for held in due:
                     held.extended_at = now
             if not due:

@@ -242,10 +242,11 @@ class _Child:
 
     def receive(self, timeout_s: float | None) -> tuple[Any, ...] | None:
         """The next reply, ``_TIMEOUT``, or None when the child is gone."""
-        ready = multiprocessing.connection.wait([self.conn, self.process.sentinel], timeout_s)
-        if not ready:
-            return _TIMEOUT
         try:
+            ready = multiprocessing.connection.wait([self.conn, self.process.sentinel],
+                                                    timeout_s)
+            if not ready:
+                return _TIMEOUT
             if self.conn.poll():
                 reply: tuple[Any, ...] = self.conn.recv()
                 return reply
@@ -300,8 +301,10 @@ class ProcessRunner:
         child = self._ready_child()
         started = time.monotonic()
         reply = child.receive(None) if child.send(message) else None
-        if reply is None or reply[0] != "start":
-            return self._lost(child, message, None, None, started)
+        if reply is None or reply[0] != "start":  # it never started: leave it to come back
+            self._discard(child, kill=True)
+            raise (Abandoned if self._closed else ChildTaskError)(
+                f"child {child.pid} exited before it started the message")
         _, task_id, task_name, limit = reply
         reply = child.receive(limit)
         if reply is _TIMEOUT:
@@ -320,8 +323,8 @@ class ProcessRunner:
                      task_name, task_id, child.pid, reply[2])
         raise ChildTaskError(reply[1])
 
-    def _lost(self, child: _Child, message: ReceivedMessage, task_id: str | None,
-              task_name: str | None, started: float) -> Disposition:
+    def _lost(self, child: _Child, message: ReceivedMessage, task_id: str, task_name: str,
+              started: float) -> Disposition:
         child.process.join(LOST_CHILD_WAIT_S)  # its pipe closed first: let it be reaped
         code = child.process.exitcode
         self._discard(child, kill=True)

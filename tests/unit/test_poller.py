@@ -111,8 +111,14 @@ def test_finished_messages_are_deleted_in_batches() -> None:
     assert 3 <= len(deletes) <= 10  # 30 messages, up to 10 per call
 
 
+class SlowRetryTransport(MemoryTransport):
+    def retry_later(self, message: ReceivedMessage, delay_s: int) -> None:
+        time.sleep(0.3)  # a burst must not end while the message is on its way back
+        super().retry_later(message, delay_s)
+
+
 def test_a_disposition_that_is_not_acked_makes_the_message_visible_again() -> None:
-    app = new_app()
+    app = new_app(SlowRetryTransport())
     runs: list[int] = []
 
     @app.task(bind=True)
@@ -315,6 +321,29 @@ def test_stop_finishes_the_task_in_flight_acks_it_and_gives_back_the_buffered_on
     assert runs == [1]
     assert poller.stats["released"] == 1
     assert memory(app).depth("default") == 1  # the second message is visible again
+
+
+def test_tasks_still_running_after_the_shutdown_timeout_are_abandoned(
+    start: Callable[[Poller], Running],
+) -> None:
+    app = new_app()
+    started, release = threading.Event(), threading.Event()
+
+    @app.task
+    def stuck() -> None:
+        started.set()
+        release.wait(5)
+
+    stuck.delay()
+    running = start(Poller(app, concurrency=1, shutdown_timeout_s=0.2, **FAST))
+    assert started.wait(2)
+    try:
+        began = time.monotonic()
+        assert running.stop() == 1
+        assert time.monotonic() - began < 1.0
+        assert len(memory(app).bodies("default")) == 1  # delivered again after its timeout
+    finally:
+        release.set()
 
 
 def test_an_idle_poller_stops_within_a_second_while_its_receivers_long_poll(
