@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import difflib
 import functools
-import importlib
 import json
 import logging
 import os
 import sys
-import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -39,61 +37,15 @@ class AppNotFound(click.UsageError):
 
 
 def load_app(spec: str) -> App:
-    """Import ``module:attr`` (or ``module`` with an ``app`` attribute) and return the App.
+    """The App named by ``-A``, with loading errors turned into click errors."""
+    from cloudq import loading
 
-    The current directory is put on ``sys.path`` first, as Celery does, so ``-A shop.tasks``
-    works from the project's root without installing it.
-    """
-    from cloudq.app import App
-
-    cwd = os.getcwd()
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
-    module_name, _, attr = spec.strip().partition(":")
-    if not module_name or (":" in spec and not attr):
-        raise AppNotFound(f"-A {spec!r}: expected module:attribute, e.g. -A shop.tasks:app")
-    module = _import(module_name, spec)
-    found: Any = module
-    for part in (attr or "app").split("."):
-        if not hasattr(found, part):
-            raise AppNotFound(_missing_attribute(module, module_name, attr or "app", spec))
-        found = getattr(found, part)
-    if not isinstance(found, App):
-        raise AppNotFound(
-            f"-A {spec!r}: {module_name}:{attr or 'app'} is {type(found).__name__} "
-            f"{found!r}, not a cloudq.App"
-        )
-    return found
-
-
-def _import(module_name: str, spec: str) -> Any:
     try:
-        return importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        missing = exc.name or ""
-        if module_name == missing or module_name.startswith(missing + "."):
-            raise AppNotFound(
-                f"-A {spec!r}: no module named {missing!r} (searched the current directory "
-                f"{os.getcwd()} and sys.path)"
-            ) from exc
-        raise click.ClickException(_import_failure(module_name, spec)) from exc
-    except Exception as exc:
-        raise click.ClickException(_import_failure(module_name, spec)) from exc
-
-
-def _import_failure(module_name: str, spec: str) -> str:
-    return f"-A {spec!r}: importing {module_name} failed:\n{traceback.format_exc().rstrip()}"
-
-
-def _missing_attribute(module: Any, module_name: str, attr: str, spec: str) -> str:
-    from cloudq.app import App
-
-    apps = [name for name, value in vars(module).items() if isinstance(value, App)]
-    hint = f"; it has the App(s) {', '.join(apps)}" if apps else "; it defines no cloudq.App"
-    close = difflib.get_close_matches(attr, apps, n=1)
-    if close:
-        hint += f" (did you mean -A {module_name}:{close[0]}?)"
-    return f"-A {spec!r}: module {module_name!r} has no attribute {attr!r}{hint}"
+        return loading.load_app(spec)
+    except loading.AppNotFound as exc:
+        raise AppNotFound(exc.message) from exc
+    except loading.AppImportError as exc:
+        raise click.ClickException(exc.message) from exc
 
 
 @dataclass

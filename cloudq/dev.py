@@ -6,11 +6,8 @@ Nothing here talks to a real AWS account: the app is pointed at the moto server 
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
-
-from cloudq.errors import ConfigError
 
 if TYPE_CHECKING:
     from cloudq.app import App
@@ -19,18 +16,6 @@ if TYPE_CHECKING:
 READY_LINE = "cloudq dev: local AWS at {endpoint_url}"
 """Printed once everything is provisioned; scripts wait for it (see examples/run_demo.py)."""
 HOST = "127.0.0.1"
-
-
-def check_port_free(port: int, host: str = HOST) -> None:
-    """Raise ConfigError if ``port`` is taken (moto's server would hang trying to bind it)."""
-    with socket.socket() as sock:
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            raise ConfigError(
-                f"port {port} on {host} is in use ({exc.strerror}); choose another with --port "
-                "or leave it out to take a free one"
-            ) from exc
 
 
 def summary(report: ProvisionReport) -> str:
@@ -51,8 +36,6 @@ def run_dev(
     from cloudq.provision import provision
     from cloudq.runners.poller import Poller
 
-    if port is not None:
-        check_port_free(port)
     local = LocalAws(host=HOST, port=port).start()
     try:
         app.conf.update(endpoint_url=local.endpoint_url)

@@ -27,6 +27,15 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
 def use_dummy_credentials() -> None:
     """Give boto3 credentials for a local endpoint if the environment has none."""
     for name, value in DUMMY_CREDENTIALS.items():
@@ -52,6 +61,11 @@ class LocalAws:
             raise ConfigError(
                 "the embedded local AWS needs moto's server: pip install 'cloudq[local]'"
             ) from exc
+        if not port_is_free(self.host, self.port):
+            raise ConfigError(
+                f"cannot start the local AWS: port {self.port} on {self.host} is in use; "
+                "choose another with --port or leave it out to take a free one"
+            )
         use_dummy_credentials()
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access log on stderr
         self._server = ThreadedMotoServer(ip_address=self.host, port=self.port, verbose=False)

@@ -71,7 +71,8 @@ def test_two_hour_countdown_is_accepted_and_no_worker_holds_it(worker: Harness) 
     wait_for(lambda: worker.queue_counts() == hopped, what="the early copy to hop")
     time.sleep(1)
     assert worker.queue_counts() == hopped  # and it stays that way: nothing is held
-    assert result.state == "PENDING" and cloudq.AsyncResult(early.id, app=e2e.app).state == "PENDING"
+    assert result.state == "PENDING"
+    assert cloudq.AsyncResult(early.id, app=e2e.app).state == "PENDING"
 
 
 def test_expired_task_is_revoked_and_not_run(worker: Harness) -> None:
