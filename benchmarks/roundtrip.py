@@ -20,12 +20,11 @@ import threading
 import time
 import uuid
 
-from cloudq.runners.poller import Poller
-
 import cloudq
 from cloudq.aws import RequestCounter
 from cloudq.localaws import LocalAws
 from cloudq.provision import provision
+from cloudq.runners.poller import Poller
 
 
 def percentile(values: list[float], pct: float) -> float:
