@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from cloudq.payloads import S3Payloads
     from cloudq.result import AsyncResult
     from cloudq.results import ResultBackend
+    from cloudq.runners.lambda_runner import LambdaHandler
     from cloudq.stores.base import Store
     from cloudq.transports.base import Transport
 
@@ -256,6 +257,12 @@ class App:
                     if queue:
                         names.append(queue)
         return list(dict.fromkeys(names))
+
+    def lambda_handler(self) -> LambdaHandler:
+        """A Lambda handler for SQS events: ``handler = app.lambda_handler()``."""
+        from cloudq.runners.lambda_runner import LambdaHandler
+
+        return LambdaHandler(self)
 
     def after_fork(self) -> None:
         """Drop connections inherited from a parent process (pools that fork)."""

@@ -83,6 +83,15 @@ class Settings(BaseSettings):
     worker_shutdown_timeout: float = Field(default=600.0, ge=0)
     """Seconds a stopping worker waits for tasks in flight before it gives up on them."""
 
+    # -- Lambda ---------------------------------------------------------------------------------
+    lambda_min_time_to_start: float = Field(default=3.0, ge=0)
+    """Records are not started when the function has less time left than this (seconds)."""
+    lambda_structured_logging: bool = False
+    """Powertools Logger: JSON lines, correlation id = task id."""
+    lambda_metrics: bool = False
+    """Powertools Metrics (EMF): TasksSucceeded, TasksFailed, TasksRetried, TaskDuration."""
+    lambda_metrics_namespace: str = "cloudq"
+
     # -- beat --------------------------------------------------------------------------------------
     beat_schedule: dict[str, dict[str, Any]] = Field(default_factory=dict)
     beat_timezone: str = "UTC"

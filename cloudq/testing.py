@@ -19,6 +19,7 @@ app pointed at it, with fresh queue and table names, provisioned). Register the 
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -101,9 +102,12 @@ class BurstWorker:
         return []
 
 
-def sqs_event(messages: Sequence[ReceivedMessage], *, region: str = "us-east-1",
-              account: str = "123456789012") -> dict[str, Any]:
-    """An SQS event, as Lambda's event source delivers it, made from received messages."""
+def sqs_event(messages: Sequence[ReceivedMessage], *, prefix: str = "",
+              region: str = "us-east-1", account: str = "123456789012") -> dict[str, Any]:
+    """An SQS event, as Lambda's event source delivers it, made from received messages.
+
+    ``prefix`` is the app's ``queue_prefix``: the event names the physical queue.
+    """
     records = []
     for message in messages:
         attributes = {"ApproximateReceiveCount": str(message.receive_count),
@@ -120,7 +124,7 @@ def sqs_event(messages: Sequence[ReceivedMessage], *, region: str = "us-east-1",
             },
             "md5OfBody": "",
             "eventSource": "aws:sqs",
-            "eventSourceARN": f"arn:aws:sqs:{region}:{account}:{message.queue}",
+            "eventSourceARN": f"arn:aws:sqs:{region}:{account}:{prefix}{message.queue}",
             "awsRegion": region,
         })
     return {"Records": records}
@@ -128,6 +132,35 @@ def sqs_event(messages: Sequence[ReceivedMessage], *, region: str = "us-east-1",
 
 def dumps_event(event: dict[str, Any]) -> str:
     return json.dumps(event, indent=2)
+
+
+@dataclass
+class LambdaContext:
+    """A stand-in for Lambda's context object, with a clock that runs down."""
+
+    remaining_s: float = 300.0
+    function_name: str = "cloudq-test"
+    memory_limit_in_mb: int = 512
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:cloudq-test"
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    _started: float = field(default_factory=time.monotonic)
+
+    def get_remaining_time_in_millis(self) -> int:
+        elapsed = time.monotonic() - self._started
+        return max(0, int((self.remaining_s - elapsed) * 1000))
+
+
+def invoke_lambda(app: App, handler: Any, messages: Sequence[ReceivedMessage],
+                  context: Any = None) -> dict[str, Any]:
+    """Do what Lambda's SQS event source does: call ``handler`` with the messages as an
+    event, then delete the ones not reported in ``batchItemFailures``."""
+    event = sqs_event(messages, prefix=app.settings.queue_prefix, region=app.settings.region)
+    response: dict[str, Any] = handler(event, context or LambdaContext())
+    failed = {item["itemIdentifier"] for item in response["batchItemFailures"]}
+    done = [m for m in messages if m.message_id not in failed]
+    if done:
+        app.transport.ack(done)
+    return response
 
 
 # -- pytest plugin ------------------------------------------------------------------------------

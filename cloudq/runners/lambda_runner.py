@@ -1,0 +1,195 @@
+"""Running tasks in AWS Lambda from an SQS event source, with partial batch responses.
+
+Each record goes through the same ``process_message`` as in ``cloudq poll``; Powertools'
+batch processor turns the outcomes into ``{"batchItemFailures": [...]}``:
+
+* a record whose outcome is durable (success, failure, a retry re-sent as a new message,
+  revoked, expired, poison copied to the DLQ) is reported as processed, and the event source
+  deletes it;
+* a record that must come back later (a FIFO message not yet due, ``Reject(requeue=True)``)
+  gets its visibility set to the delay and is reported failed;
+* a record that could not be handled (DynamoDB unreachable...) is reported failed with its
+  visibility unchanged, so it returns after the queue's visibility timeout;
+* records not started when the function's remaining time drops below
+  ``lambda_min_time_to_start`` are reported failed without being touched.
+
+An all-failed batch is returned, not raised, so Lambda never re-runs records that succeeded.
+FIFO queues use the FIFO processor: after the first record that must come back, the rest of
+the batch is reported failed without running, so order is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from cloudq.errors import CloudqError
+from cloudq.runners.execute import Disposition, Outcome, process_message
+from cloudq.transports.base import ReceivedMessage, is_fifo
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
+    from cloudq.app import App
+
+logger = logging.getLogger(__name__)
+
+
+class NotStarted(CloudqError):
+    """The function's remaining time was too short to start this record."""
+
+
+class HandBack(CloudqError):
+    """The record must come back later; its visibility was set to the delay."""
+
+
+def queue_name(event_source_arn: str, prefix: str) -> str:
+    """The logical queue name of an SQS ARN (``arn:aws:sqs:region:account:name``)."""
+    physical = event_source_arn.rsplit(":", 1)[-1]
+    return physical.removeprefix(prefix) if prefix and physical.startswith(prefix) else physical
+
+
+def received_message(record: dict[str, Any], prefix: str) -> ReceivedMessage:
+    """An SQS event record as the ReceivedMessage ``process_message`` takes."""
+    attributes = record.get("attributes") or {}
+    message_attributes = record.get("messageAttributes") or {}
+    return ReceivedMessage(
+        queue=queue_name(record["eventSourceARN"], prefix),
+        body=record["body"],
+        message_id=record["messageId"],
+        receipt=record["receiptHandle"],
+        receive_count=int(attributes.get("ApproximateReceiveCount", 1)),
+        attributes={
+            name: value["stringValue"] for name, value in message_attributes.items()
+            if isinstance(value, dict) and value.get("stringValue") is not None
+        },
+        sent_at_ms=int(attributes["SentTimestamp"]) if "SentTimestamp" in attributes else None,
+        group_id=attributes.get("MessageGroupId"),
+    )
+
+
+class LambdaHandler:
+    """``handler = app.lambda_handler()``: a Lambda function handler for SQS events."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self._observability = _Observability(app) if _wants_observability(app) else None
+
+    def warm(self) -> LambdaHandler:
+        """Create the AWS clients now (in Lambda's init phase) rather than on the first task."""
+        clients = self.app.aws
+        clients.sqs, clients.dynamodb  # noqa: B018 - creating them is the point
+        return self
+
+    def __call__(self, event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+        from aws_lambda_powertools.utilities.batch import (
+            BatchProcessor,
+            EventType,
+            SqsFifoPartialProcessor,
+            process_partial_response,
+        )
+
+        records = event.get("Records") or []
+        if not records:
+            return {"batchItemFailures": []}
+        fifo = is_fifo(records[0].get("eventSourceARN", ""))
+        processor = SqsFifoPartialProcessor() if fifo else BatchProcessor(EventType.SQS)
+        processor.raise_on_entire_batch_failure = False
+        deadline = _deadline(context)
+        response = process_partial_response(
+            event=event, record_handler=lambda record: self._handle(record, deadline),
+            processor=processor, context=context,
+        )
+        if self._observability is not None:
+            self._observability.flush()
+        return dict(response)
+
+    def _handle(self, record: SQSRecord, deadline: float | None) -> Outcome:
+        message = received_message(record.raw_event, self.app.settings.queue_prefix)
+        if deadline is not None:
+            left_s = deadline - time.monotonic()
+            if left_s < self.app.settings.lambda_min_time_to_start:
+                raise NotStarted(f"{left_s:.1f}s left; message {message.message_id} not started")
+        observed = self._observability.observe(message) if self._observability else None
+        try:
+            disposition = process_message(self.app, message, deadline=deadline)
+        except Exception:
+            logger.exception("message %s could not be handled; it will be delivered again",
+                             message.message_id)
+            raise
+        finally:
+            if observed is not None:
+                observed.close()
+        if self._observability is not None:
+            self._observability.count(disposition)
+        if not disposition.ack:
+            self.app.transport.retry_later(message, disposition.delay_s)
+            raise HandBack(f"{disposition.outcome.value}: back in {disposition.delay_s}s")
+        return disposition.outcome
+
+
+def _deadline(context: Any) -> float | None:
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    return time.monotonic() + remaining() / 1000 if callable(remaining) else None
+
+
+def _wants_observability(app: App) -> bool:
+    settings = app.settings
+    return settings.lambda_structured_logging or settings.lambda_metrics
+
+
+class _Observability:
+    """Powertools Logger (JSON, correlation id = task id) and Metrics (EMF), when switched on."""
+
+    def __init__(self, app: App) -> None:
+        from aws_lambda_powertools import Logger, Metrics
+        from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+
+        settings = app.settings
+        self.logger: Any = None
+        self.metrics: Any = None
+        if settings.lambda_structured_logging:
+            self.logger = Logger(service=app.main or "cloudq")
+            copy_config_to_registered_loggers(source_logger=self.logger, include={"cloudq"})
+        if settings.lambda_metrics:
+            self.metrics = Metrics(namespace=settings.lambda_metrics_namespace,
+                                   service=app.main or "cloudq")
+
+    def observe(self, message: ReceivedMessage) -> _Observed:
+        from cloudq.message import peek
+
+        task_id, name = peek(message.body)
+        if self.logger is not None:
+            self.logger.append_keys(task_id=task_id, task_name=name, message_id=message.message_id)
+            self.logger.set_correlation_id(task_id)
+        return _Observed(self, time.monotonic())
+
+    def count(self, disposition: Disposition) -> None:
+        if self.metrics is None:
+            return
+        from aws_lambda_powertools.metrics import MetricUnit
+
+        names = {Outcome.SUCCESS: "TasksSucceeded", Outcome.FAILURE: "TasksFailed",
+                 Outcome.RETRY: "TasksRetried", Outcome.POISON: "MessagesDeadLettered"}
+        name = names.get(disposition.outcome)
+        if name:
+            self.metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
+        self.metrics.add_metric(name="TaskDuration", unit=MetricUnit.Milliseconds,
+                                value=disposition.runtime_s * 1000)
+
+    def flush(self) -> None:
+        if self.metrics is not None:
+            self.metrics.flush_metrics()
+        if self.logger is not None:
+            self.logger.remove_keys(["task_id", "task_name", "message_id"])
+
+
+class _Observed:
+    def __init__(self, observability: _Observability, started: float) -> None:
+        self.observability = observability
+        self.started = started
+
+    def close(self) -> None:
+        if self.observability.logger is not None:
+            self.observability.logger.set_correlation_id(None)
