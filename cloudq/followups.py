@@ -14,6 +14,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from cloudq.errors import EncodeError, ValidationError
 from cloudq.serialization import from_jsonable
 
 if TYPE_CHECKING:
@@ -38,9 +39,25 @@ def envelope_for_signature(
     )
 
 
+def _build_all(
+    app: App, signatures: list[dict[str, Any]], prepend: Sequence[Any], parent: Envelope
+) -> list[Envelope]:
+    """Envelopes for the signatures that can be built. One whose arguments do not fit its
+    task is the program's error, not a passing one: it is logged and left out, so the
+    parent's message is not delivered again and re-run for it."""
+    envelopes = []
+    for signature in signatures:
+        try:
+            envelopes.append(envelope_for_signature(app, signature, prepend, parent))
+        except (EncodeError, ValidationError) as exc:
+            logger.error("task %s[%s]: follow-up %s not sent: %s", parent.task, parent.id,
+                         signature.get("task"), exc)
+    return envelopes
+
+
 def send_callbacks(app: App, parent: Envelope, retval: Any) -> None:
     if parent.link:
-        app.publish([envelope_for_signature(app, sig, (retval,), parent) for sig in parent.link])
+        app.publish(_build_all(app, parent.link, (retval,), parent))
 
 
 def request_dict(envelope: Envelope) -> dict[str, Any]:
@@ -55,4 +72,4 @@ def request_dict(envelope: Envelope) -> dict[str, Any]:
 def send_errbacks(app: App, parent: Envelope, exc: BaseException, einfo: str) -> None:
     if parent.link_error:
         extra = (request_dict(parent), exc, einfo)
-        app.publish([envelope_for_signature(app, sig, extra, parent) for sig in parent.link_error])
+        app.publish(_build_all(app, parent.link_error, extra, parent))

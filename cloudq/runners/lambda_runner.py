@@ -15,7 +15,9 @@ batch processor turns the outcomes into ``{"batchItemFailures": [...]}``:
 
 An all-failed batch is returned, not raised, so Lambda never re-runs records that succeeded.
 FIFO queues use the FIFO processor: after the first record that must come back, the rest of
-the batch is reported failed without running, so order is kept.
+the batch is reported failed without running, so order is kept; if that record was handed
+back, the rest are made visible again at once (SQS holds their group while it is hidden), so
+they come back with it rather than after the visibility timeout.
 """
 
 from __future__ import annotations
@@ -97,15 +99,18 @@ class LambdaHandler:
         processor = SqsFifoPartialProcessor() if fifo else BatchProcessor(EventType.SQS)
         processor.raise_on_entire_batch_failure = False
         deadline = _deadline(context)
+        handed_back: list[str] = []
         response = process_partial_response(
-            event=event, record_handler=lambda record: self._handle(record, deadline),
+            event=event, record_handler=lambda record: self._handle(record, deadline, handed_back),
             processor=processor, context=context,
         )
+        if fifo and handed_back:
+            self._release_after(records, handed_back[0])
         if self._observability is not None:
             self._observability.flush()
         return dict(response)
 
-    def _handle(self, record: SQSRecord, deadline: float | None) -> Outcome:
+    def _handle(self, record: SQSRecord, deadline: float | None, handed_back: list[str]) -> Outcome:
         message = received_message(record.raw_event, self.app.settings.queue_prefix)
         if deadline is not None:
             left_s = deadline - time.monotonic()
@@ -125,8 +130,17 @@ class LambdaHandler:
             self._observability.count(disposition)
         if not disposition.ack:
             self.app.transport.retry_later(message, disposition.delay_s)
+            handed_back.append(message.message_id)
             raise HandBack(f"{disposition.outcome.value}: back in {disposition.delay_s}s")
         return disposition.outcome
+
+    def _release_after(self, records: list[dict[str, Any]], message_id: str) -> None:
+        """FIFO: the records skipped after a hand-back become visible now, not after the
+        visibility timeout; their group stays held by SQS until the handed-back one is due."""
+        ids = [record["messageId"] for record in records]
+        prefix = self.app.settings.queue_prefix
+        rest = [received_message(r, prefix) for r in records[ids.index(message_id) + 1:]]
+        self.app.transport.extend_visibility(rest, 0)
 
 
 def _deadline(context: Any) -> float | None:

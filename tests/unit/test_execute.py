@@ -668,6 +668,21 @@ def test_link_callback_gets_the_return_value_prepended(
     assert sorted(seen, key=repr) == [("x",), (5, "sum")]
 
 
+def test_a_callback_that_does_not_fit_its_task_does_not_rerun_the_parent(
+    app: cloudq.App, add: Task[Any, int], drain: Drain, caplog: pytest.LogCaptureFixture
+) -> None:
+    @app.task(name="shop.label")
+    def label(text: str) -> str:  # the parent returns an int: the callback cannot take it
+        return text
+
+    result = add.apply_async((2, 3), link=sig("shop.label"))
+    handled = drain(app)
+
+    assert [h.outcome for h in handled] == ["success"]  # once: acked, not delivered again
+    assert result.get() == 5
+    assert "follow-up shop.label not sent" in caplog.text
+
+
 def test_link_callback_is_a_child_of_the_task(
     app: cloudq.App, add: Task[Any, int], drain: Drain
 ) -> None:
