@@ -297,7 +297,19 @@ def make_task(
     return base(fn, app=app, name=name, bind=bind, **options)
 
 
-def shared_task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+@overload
+def shared_task(fn: Callable[P, R], /) -> Task[P, R]: ...
+@overload
+def shared_task(
+    *, bind: Literal[True], **options: Any
+) -> Callable[[Callable[Concatenate[Any, P], R]], Task[P, R]]: ...
+@overload
+def shared_task(
+    *, bind: Literal[False] = ..., **options: Any
+) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+
+def shared_task(fn: Callable[..., Any] | None = None, **options: Any) -> Any:
     """``@cloudq.task``: a task for the current app, registered on every app made later too."""
 
     def decorate(f: Callable[..., Any]) -> Task[Any, Any]:

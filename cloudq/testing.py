@@ -11,9 +11,9 @@ In-memory, no AWS::
             assert r.get() == "sent"
 
 Against the embedded local AWS (moto server over HTTP): the pytest fixture
-``cloudq_local_aws`` (session-wide server) and ``cloudq_aws_app`` (the ``cloudq_app`` fixture's
-app pointed at it, with fresh queue and table names, provisioned). Register the plugin with
-``pytest_plugins = ["cloudq.testing"]`` in your ``conftest.py``.
+``cloudq_local_aws`` (session-wide server) and ``cloudq_aws_app`` (the ``cloudq_app`` fixture
+you define, pointed at it, with fresh queue and table names, provisioned). pytest loads this
+plugin by itself when cloudq is installed.
 """
 
 from __future__ import annotations
@@ -185,11 +185,7 @@ if pytest is not None:
         from cloudq.provision import provision
 
         unique = f"t{uuid.uuid4().hex[:10]}"
-        saved = cloudq_app._transport, cloudq_app._store
-        cloudq_app._transport = cloudq_app._store = None
-        cloudq_app.__dict__.pop("aws", None)
         cloudq_app.conf.update(endpoint_url=cloudq_local_aws.endpoint_url,
                                queue_prefix=f"{unique}-", result_table=f"{unique}-results")
         provision(cloudq_app)
         yield cloudq_app
-        cloudq_app._transport, cloudq_app._store = saved
