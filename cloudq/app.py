@@ -79,6 +79,9 @@ class App:
         self._injected = (transport is not None, store is not None)
         self._payloads: dict[str, S3Payloads] = {}
         self.conf = Conf(settings, on_change=self._settings_changed)
+        from cloudq.canvas.builtins import register_builtins
+
+        register_builtins(self)
         for register in list(_shared_tasks):
             register(self)
         if set_as_current:

@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     """Seconds of SQS long polling while idle (20 is the cheapest)."""
     worker_shutdown_timeout: float = Field(default=600.0, ge=0)
     """Seconds a stopping worker waits for tasks in flight before it gives up on them."""
+    worker_revoke_check_interval: float = Field(default=5.0, ge=0)
+    """Seconds between the poller's reads of its running tasks' revokes (one BatchGetItem each
+    time while busy, none while idle), to stop those revoked with ``terminate=True``; 0: off."""
 
     # -- Lambda ---------------------------------------------------------------------------------
     lambda_min_time_to_start: float = Field(default=3.0, ge=0)

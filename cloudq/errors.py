@@ -75,6 +75,10 @@ class TaskRevokedError(ResultError):
     """The task was revoked or expired, so it has no result."""
 
 
+class TaskTerminated(TaskRevokedError):
+    """The task was revoked with terminate=True while it ran, and stopped."""
+
+
 class RemoteTaskError(ResultError):
     """The task failed with an exception whose type cannot be imported here."""
 
@@ -162,6 +166,7 @@ __all__ = [
     "StoreError",
     "TaskControl",
     "TaskRevokedError",
+    "TaskTerminated",
     "TimeLimitExceeded",
     "TimeoutError",
     "TransportError",

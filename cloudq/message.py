@@ -58,6 +58,11 @@ class Envelope(BaseModel):
     parent_id: str | None = None
     group_id: str | None = None
     message_group_id: str | None = None
+    chain: list[dict[str, Any]] = Field(default_factory=list)
+    """The steps after this one (frozen signature dicts), run with its return value."""
+    chord: dict[str, Any] | None = None
+    """``{"id", "index", "size"}``: the chord join the result of this task (or of the chain
+    it starts) counts in."""
     link: list[dict[str, Any]] = Field(default_factory=list)
     link_error: list[dict[str, Any]] = Field(default_factory=list)
     headers: dict[str, Any] = Field(default_factory=dict)

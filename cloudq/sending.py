@@ -75,6 +75,8 @@ def build_envelope(  # noqa: C901 - one linear pass over apply_async's options
     root_id: str | None = None,
     parent_id: str | None = None,
     group_id: str | None = None,
+    chain: list[dict[str, Any]] | None = None,
+    chord: dict[str, Any] | None = None,
     **options: Any,
 ) -> wire.Envelope:
     """Everything ``apply_async`` does before I/O. Raises on any bad input."""
@@ -132,6 +134,7 @@ def build_envelope(  # noqa: C901 - one linear pass over apply_async's options
             queue=band_queue(queue, priority), eta=eta_at, expires=wire.as_utc(expires, now),
             retries=retries, priority=priority, root_id=root_id, parent_id=parent_id,
             group_id=group_id, message_group_id=message_group_id,
+            chain=list(chain or []), chord=chord,
             link=signature_dicts(link), link_error=signature_dicts(link_error),
             headers=to_jsonable(dict(headers or {}), "headers"),
             time_limit=options.get("time_limit"), soft_time_limit=options.get("soft_time_limit"),

@@ -21,6 +21,7 @@ from cloudq.retries import backoff_countdown_s
 
 if TYPE_CHECKING:
     from cloudq.app import App
+    from cloudq.canvas.signature import Group, Signature
     from cloudq.result import AsyncResult
 
 P = ParamSpec("P")
@@ -197,6 +198,45 @@ class Task(Generic[P, R]):
         from cloudq.runners.eager import apply_eagerly
 
         return apply_eagerly(self, args or (), kwargs or {}, **options)
+
+    # -- signatures (the canvas) ---------------------------------------------------------------
+    def signature(self, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None,
+                  immutable: bool = False, **options: Any) -> Signature:
+        """This task with these arguments, to send or compose later."""
+        from cloudq.canvas.signature import Signature
+
+        return Signature(self.name, args, kwargs, options, immutable=immutable, app=self._app)
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        """``add.s(2, 2)``: a signature that takes the previous task's result first."""
+        return self.signature(args, kwargs)
+
+    def si(self, *args: Any, **kwargs: Any) -> Signature:
+        """``add.si(2, 2)``: an immutable signature (ignores the previous result)."""
+        return self.signature(args, kwargs, immutable=True)
+
+    def map(self, it: Any) -> Signature:
+        """One task that calls this one for every item: ``add_one.map([1, 2, 3])``."""
+        from cloudq.canvas.signature import Signature
+
+        return Signature("cloudq.map", kwargs={"task": self.name, "it": list(it)}, app=self._app)
+
+    def starmap(self, it: Any) -> Signature:
+        """One task that calls this one with every tuple: ``add.starmap([(1, 2), (3, 4)])``."""
+        from cloudq.canvas.signature import Signature
+
+        return Signature("cloudq.starmap", kwargs={"task": self.name, "it": [tuple(a) for a in it]},
+                         app=self._app)
+
+    def chunks(self, it: Any, n: int) -> Group:
+        """A group of starmap tasks over ``it`` in chunks of ``n``; its results are lists."""
+        from cloudq.canvas.signature import Group
+
+        items = [tuple(a) for a in it]
+        if n < 1:
+            raise ValueError("chunks(it, n): n must be at least 1")
+        return Group(*[self.starmap(items[i:i + n]) for i in range(0, len(items), n)],
+                     app=self._app)
 
     # -- inside a task -----------------------------------------------------------------------------
     def retry(

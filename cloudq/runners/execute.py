@@ -15,6 +15,7 @@ import logging
 import math
 import time
 import traceback as tb
+from contextlib import nullcontext
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -28,10 +29,12 @@ from cloudq.errors import (
     Reject,
     Retry,
     SoftTimeLimitExceeded,
+    TaskRevokedError,
+    TaskTerminated,
     ValidationError,
 )
 from cloudq.ratelimit import RateLimit
-from cloudq.runners.limits import soft_time_limit
+from cloudq.runners.limits import Interrupt, soft_time_limit
 from cloudq.sending import ETA_TOLERANCE_S
 from cloudq.serialization import from_jsonable, to_jsonable
 from cloudq.task import Request, Task, _current_request, retries_exhausted
@@ -81,20 +84,35 @@ class Disposition:
 
 
 def process_message(
-    app: App, message: ReceivedMessage, *, deadline: float | None = None
+    app: App, message: ReceivedMessage, *, deadline: float | None = None,
+    interrupt: Interrupt | None = None,
 ) -> Disposition:
-    """Handle one received message. ``deadline`` is a ``time.monotonic()`` value, if any."""
+    """Handle one received message. ``deadline`` is a ``time.monotonic()`` value, if any;
+    ``interrupt`` is armed while the task body runs (the poller's pools terminate with it)."""
     try:
         envelope = fetch_envelope(app, message.body)
-        task = app.task_for(envelope.task)
-    except (DecodeError, NotRegistered) as exc:
+    except DecodeError as exc:
         return quarantine(app, message, exc)
+    try:
+        task = app.task_for(envelope.task)
+    except NotRegistered as exc:
+        disposition = quarantine(app, message, exc)
+        canvas_failed(app, envelope, exc)  # a chain or chord it belongs to must not hang
+        return disposition
     if message.receive_count > app.settings.max_receive_count:
         return quarantine(app, message, DecodeError(
             f"received {message.receive_count} times (max_receive_count="
             f"{app.settings.max_receive_count}) without finishing"
         ))
-    return Execution(app, task, envelope, message, deadline).run()
+    return Execution(app, task, envelope, message, deadline, interrupt).run()
+
+
+def canvas_failed(app: App, envelope: wire.Envelope, exc: BaseException) -> None:
+    """A failed (revoked, expired, rejected) task breaks its chain and counts in its chord."""
+    if envelope.chain or envelope.chord:
+        from cloudq.canvas.join import failed
+
+        failed(app, envelope, exc)
 
 
 def fetch_envelope(app: App, body: str) -> wire.Envelope:
@@ -134,8 +152,18 @@ def request_for(envelope: wire.Envelope, args: tuple[Any, ...], kwargs: dict[str
     )
 
 
-def invoke(task: Task[Any, Any], request: Request, soft_limit_s: float | None) -> Any:
-    """Run the task body with its request in context; autoretry exceptions become Retry."""
+def request_as_sent(envelope: wire.Envelope, delivery_info: dict[str, Any]) -> Request:
+    """The request as sent (arguments decoded, not validated), for signals about it."""
+    return request_for(envelope, tuple(from_jsonable(envelope.args)),
+                       from_jsonable(envelope.kwargs), delivery_info)
+
+
+def invoke(task: Task[Any, Any], request: Request, soft_limit_s: float | None,
+           interrupt: Interrupt | None = None) -> Any:
+    """Run the task body with its request in context; autoretry exceptions become Retry.
+
+    ``interrupt`` is armed around the body only, so TaskTerminated cannot land while the
+    outcome is being stored (coroutine bodies run after it: only processes stop them)."""
     token = _current_request.set((task, request))
     retries_exhausted.set(False)
     try:
@@ -143,13 +171,14 @@ def invoke(task: Task[Any, Any], request: Request, soft_limit_s: float | None) -
                                  args=request.args, kwargs=request.kwargs)
         task.before_start(request.id or "", request.args, request.kwargs)
         try:
-            with soft_time_limit(None if inspect.iscoroutinefunction(task._fn) else soft_limit_s):
+            with (interrupt.armed(request.id) if interrupt else nullcontext(),
+                  soft_time_limit(None if inspect.iscoroutinefunction(task._fn) else soft_limit_s)):
                 retval = task.run(*request.args, **request.kwargs)
             if inspect.isawaitable(retval):
                 retval = asyncio.run(_awaited(retval, soft_limit_s))
             return retval
         except task.autoretry_for as exc:
-            if isinstance(exc, Retry | Reject) or (
+            if isinstance(exc, Retry | Reject | TaskTerminated) or (
                 task.dont_autoretry_for and isinstance(exc, task.dont_autoretry_for)
             ):
                 raise
@@ -173,12 +202,14 @@ class Execution:
     """One attempt at one task message."""
 
     def __init__(self, app: App, task: Task[Any, Any], envelope: wire.Envelope,
-                 message: ReceivedMessage, deadline: float | None) -> None:
+                 message: ReceivedMessage, deadline: float | None,
+                 interrupt: Interrupt | None = None) -> None:
         self.app = app
         self.task = task
         self.envelope = envelope
         self.message = message
         self.deadline = deadline
+        self.interrupt = interrupt
         self.started = time.monotonic()
 
     def _done(self, outcome: Outcome, *, ack: bool = True, delay_s: int = 0) -> Disposition:
@@ -192,9 +223,7 @@ class Execution:
 
     def _request(self) -> Request:
         """The request as sent (arguments decoded, not validated), for signals about it."""
-        env = self.envelope
-        return request_for(env, tuple(from_jsonable(env.args)), from_jsonable(env.kwargs),
-                           self.message.delivery_info)
+        return request_as_sent(self.envelope, self.message.delivery_info)
 
     # -- before running ----------------------------------------------------------------------------
     def run(self) -> Disposition:
@@ -208,6 +237,7 @@ class Execution:
         if env.is_expired():
             self._log(logging.INFO, "expired at %s; not run", env.expires)
             backend.save(env.id, states.REVOKED, name=env.task, reason="expired")
+            canvas_failed(self.app, env, TaskRevokedError(f"task {env.id} expired"))
             signals.task_revoked.send(sender=self.task, request=self._request(), expired=True)
             return self._done(Outcome.EXPIRED)
         if env.countdown_s() > ETA_TOLERANCE_S:
@@ -221,6 +251,7 @@ class Execution:
         if revoked is not None:
             self._log(logging.INFO, "revoked; not run")
             backend.save(env.id, states.REVOKED, name=env.task, reason="revoked")
+            canvas_failed(self.app, env, TaskRevokedError(f"task {env.id} was revoked"))
             signals.task_revoked.send(sender=self.task, request=self._request(), expired=False)
             return self._done(Outcome.REVOKED)
         if previous is not None and previous.get("state") == states.SUCCESS:
@@ -274,11 +305,13 @@ class Execution:
         request = request_for(env, args, kwargs, self.message.delivery_info)
         signals.task_received.send(sender=task, request=request)
         try:
-            retval = invoke(task, request, self._soft_limit_s())
+            retval = invoke(task, request, self._soft_limit_s(), self.interrupt)
         except Retry as retry:
             return self._retry(request, retry)
         except Reject as reject:
             return self._reject(reject)
+        except TaskTerminated as exc:  # revoke(terminate=True) stopped the body: not a failure
+            return self._terminated(exc)
         except Exception as exc:
             return self._failed(exc, tb.format_exc(), exhausted=retries_exhausted.get())
         return self._succeeded(request, retval)
@@ -339,6 +372,18 @@ class Execution:
         self._after(states.RETRY, retry.exc or retry, einfo)
         return self._done(Outcome.RETRY)
 
+    def _terminated(self, exc: TaskTerminated) -> Disposition:
+        """REVOKED (reason ``terminated``), as a revoke before the start would have left it;
+        the message is acked. Only the poller's pools raise TaskTerminated in a body."""
+        env = self.envelope
+        self._log(logging.WARNING, "terminated: revoked with terminate=True while running")
+        self.app.backend.save(env.id, states.REVOKED, name=env.task, reason="terminated")
+        canvas_failed(self.app, env, exc)
+        signals.task_revoked.send(sender=self.task, request=self._request(), terminated=True,
+                                  expired=False)
+        self._after(states.REVOKED, exc, None)
+        return self._done(Outcome.REVOKED)
+
     def _reject(self, reject: Reject) -> Disposition:
         env = self.envelope
         if reject.requeue:
@@ -347,20 +392,26 @@ class Execution:
         reason = f"rejected: {reject.reason}" if reject.reason else "rejected"
         self.app.backend.save(env.id, states.FAILURE, exc=reject, name=env.task, reason=reason)
         self.app.transport.dead_letter(self.message, reason)
+        canvas_failed(self.app, env, reject)
         self._log(logging.WARNING, "%s; moved to the dead-letter queue", reason)
         signals.task_rejected.send(sender=self.task, message=self.message, exc=reject)
         return self._done(Outcome.REJECTED)
 
     # -- follow-ups and hooks ----------------------------------------------------------------------
     def _send_callbacks(self, retval: Any) -> None:
+        """``link`` callbacks, then the canvas: the next chain step or the chord count."""
+        from cloudq.canvas.join import succeeded
         from cloudq.followups import send_callbacks
 
         send_callbacks(self.app, self.envelope, retval)
+        if self.envelope.chain or self.envelope.chord:
+            succeeded(self.app, self.envelope, retval)
 
     def _send_errbacks(self, exc: BaseException, einfo: str) -> None:
         from cloudq.followups import send_errbacks
 
         send_errbacks(self.app, self.envelope, exc, einfo)
+        canvas_failed(self.app, self.envelope, exc)
 
     def _hook(self, hook: Any, *args: Any) -> None:
         try:

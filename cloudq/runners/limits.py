@@ -1,9 +1,10 @@
-"""Soft time limits: raise SoftTimeLimitExceeded inside a running task.
+"""Raising an exception inside a running task: soft time limits, and terminating revokes.
 
-In a process's main thread (process pool children, Lambda) this is a SIGALRM timer. In
-other threads (the thread pool) it is an asynchronous exception delivered at the next
-Python bytecode, so it interrupts Python code but not a blocking C call; a hard limit
-needs the process pool.
+In a process's main thread (process pool children, Lambda) a soft time limit is a SIGALRM
+timer. In other threads (the thread pool) it is an asynchronous exception delivered at the
+next Python bytecode, so it interrupts Python code but not a blocking C call; a hard limit
+needs the process pool. :class:`Interrupt` is that asynchronous exception, confined to a block
+(the task body): ``revoke(terminate=True)`` uses it too (``cloudq.runners.revocations``).
 """
 
 from __future__ import annotations
@@ -53,26 +54,59 @@ def _set_async_exc(thread_id: int, exc: type[BaseException] | None) -> None:
     )
 
 
+class Interrupt:
+    """Raises an exception in a thread, but only while that thread is inside :meth:`armed`.
+
+    At most once per ``armed`` block; what has not been raised when the block ends is dropped,
+    so the exception never lands in the code that runs after it (storing the outcome).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()  # a signal handler in the armed thread may re-enter
+        self._thread_id: int | None = None
+        self._key: str | None = None
+        self._fired = False
+
+    @contextmanager
+    def armed(self, key: str | None = None) -> Iterator[None]:
+        """Let :meth:`fire` reach this thread while the block runs; ``key`` names what runs."""
+        try:  # armed inside the try: an exception fired at once still disarms
+            with self._lock:
+                self._thread_id, self._key, self._fired = threading.get_ident(), key, False
+            yield
+        finally:
+            with self._lock:
+                if self._fired and self._thread_id is not None:
+                    _set_async_exc(self._thread_id, None)  # drop it if not raised yet
+                self._thread_id = self._key = None
+
+    def fire(self, exc: type[BaseException], key: str | None = None) -> bool:
+        """Raise ``exc`` in the armed thread at its next bytecode (if ``key`` is None or is the
+        armed block's). False when nothing matching is armed or it has already fired.
+
+        In the armed thread itself (a signal handler) it raises at once.
+        """
+        if self._thread_id == threading.get_ident():  # no lock: the thread may hold it
+            if self._fired or (key is not None and key != self._key):
+                return False
+            self._fired = True
+            raise exc()
+        with self._lock:
+            if self._thread_id is None or self._fired or (key is not None and key != self._key):
+                return False
+            self._fired = True
+            _set_async_exc(self._thread_id, exc)
+            return True
+
+
 @contextmanager
 def _async_exception(seconds: float) -> Iterator[None]:
-    thread_id = threading.get_ident()
-    lock = threading.Lock()
-    state = {"done": False, "fired": False}
-
-    def expire() -> None:
-        with lock:
-            if not state["done"]:
-                state["fired"] = True
-                _set_async_exc(thread_id, SoftTimeLimitExceeded)
-
-    timer = threading.Timer(seconds, expire)
+    interrupt = Interrupt()
+    timer = threading.Timer(seconds, interrupt.fire, args=(SoftTimeLimitExceeded,))
     timer.daemon = True
-    timer.start()
-    try:
-        yield
-    finally:
-        with lock:
-            state["done"] = True
+    with interrupt.armed():
+        timer.start()
+        try:
+            yield
+        finally:
             timer.cancel()
-            if state["fired"]:
-                _set_async_exc(thread_id, None)  # drop it if it has not been raised yet

@@ -27,6 +27,16 @@ batches (after 50 ms, at once at 10 for a queue, always before ``run`` returns).
 ``retry_later(message, delay_s)``. If ``process_message`` raises, the error is logged with the
 task id and the message left to reappear after its visibility timeout.
 
+Terminating. ``revoke(terminate=True)`` only writes an item to the store, so while tasks run
+(also while stopping) a :class:`~cloudq.runners.revocations.RevocationWatch` thread reads the
+revokes of the running tasks (ids peeked from their bodies) every
+``worker_revoke_check_interval`` s, in one BatchGetItem (per 100 tasks; none while idle; 0:
+off), and calls ``pool.terminate(task_id)`` for those flagged ``terminate``. A thread gets
+TaskTerminated raised in the task body (at its next bytecode: not inside a blocking C call); a
+child gets it from a SIGTERM and is killed after a grace (``cloudq.runners.pools``). The task
+ends REVOKED and its message is acked like any outcome. The watch has its own thread so a slow
+store never delays heartbeats; a revoke without ``terminate`` lets a running task finish.
+
 Shutdown. ``stop()``, SIGTERM or SIGINT (handlers only when ``run`` is in the main thread; they
 just queue an event): receivers stop at once (those in a long poll are daemon threads, not
 waited for; what their poll returns is made visible again), buffered messages are made visible
@@ -55,6 +65,7 @@ from cloudq import message as wire
 from cloudq import signals
 from cloudq.errors import ConfigError
 from cloudq.runners.pools import Abandoned, Result, make_pool
+from cloudq.runners.revocations import RevocationWatch
 from cloudq.transports.base import MAX_BATCH
 
 if TYPE_CHECKING:
@@ -130,6 +141,9 @@ class Poller:
             max_tasks_per_child=max_tasks_per_child or settings.worker_max_tasks_per_child,
             record=self._count,
         )
+        interval_s = settings.worker_revoke_check_interval
+        self._revocations = RevocationWatch(app.store, self._running_messages, self._terminate,
+                                            interval_s) if interval_s > 0 else None
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)  # receivers, dispatch, drain
         self._wake = threading.Condition(self._lock)  # the housekeeper
@@ -188,6 +202,8 @@ class Poller:
                     self.limit, " (burst)" if self.burst else "")
         self._warn_time_limits()
         self._pool.start()
+        if self._revocations is not None:
+            self._revocations.start()
         threading.Thread(target=self._housekeep, daemon=True, name="cloudq-housekeeper").start()
         for band, name in enumerate(self.queues):
             threading.Thread(target=self._receive_loop, args=(name, band), daemon=True,
@@ -245,6 +261,7 @@ class Poller:
             self._closed = True
             acks, self._acks = self._acks, []
             self._wake.notify_all()
+        self._close_revocations()
         self._flush(acks)
         if not finished:
             self._exit_code = 1
@@ -260,9 +277,14 @@ class Poller:
             self._cond.notify_all()
             self._wake.notify_all()
         self._stop_event.set()
+        self._close_revocations()
         self._pool.close(kill=True)
         signals.worker_shutdown.send(sender=self)
         return 1
+
+    def _close_revocations(self) -> None:
+        if self._revocations is not None:
+            self._revocations.close()
 
     # -- receiving --------------------------------------------------------------------------------
     def _receive_loop(self, name: str, band: int) -> None:
@@ -419,6 +441,17 @@ class Poller:
             self._dispatch_locked()
         if ack_now:
             self._flush([message])
+
+    def _running_messages(self) -> list[ReceivedMessage]:
+        with self._lock:
+            return [h.message for h in self._held.values() if h.running and not h.done]
+
+    def _terminate(self, task_id: str) -> bool:
+        """``revoke(terminate=True)`` seen for a running task: stop it (it ends REVOKED)."""
+        started = self._pool.terminate(task_id)
+        if started:
+            self._count("terminated")
+        return started
 
     def _log_error(self, message: ReceivedMessage, exc: BaseException) -> None:
         task_id, name = wire.peek(message.body)

@@ -14,10 +14,19 @@ thread owns:
   Either way the message is acknowledged and a fresh child is forked before the next message;
   ``max_tasks_per_child`` forks a fresh one after that many messages.
 
+Terminating (``revoke(terminate=True)``, found by ``cloudq.runners.revocations``):
+``WorkerPool.terminate(task_id)`` asks each runner. A thread raises TaskTerminated in the task
+body (:class:`cloudq.runners.limits.Interrupt`: at the next bytecode, so not inside a blocking
+C call); the execution records REVOKED. A child is sent SIGTERM with its shared ``terminating``
+flag set, which raises TaskTerminated in its body the same way (and interrupts sleeps and
+socket reads); if it has not reported within ``TERMINATE_GRACE_S`` it is killed and the parent
+records REVOKED. Either way the message is acknowledged and the child replaced.
+
 Children are forked (``fork`` start method), call ``app.after_fork()``, and ignore SIGINT and
 SIGTERM with no-op Python handlers (so a subprocess a task execs gets the default actions back):
 a Ctrl-C or a SIGTERM sent to the whole process group reaches the parent, which lets the tasks
-in flight finish. On Linux a child is also killed if its parent dies (``PR_SET_PDEATHSIG``).
+in flight finish (a SIGTERM only counts once the parent has set the ``terminating`` flag).
+On Linux a child is also killed if its parent dies (``PR_SET_PDEATHSIG``).
 Results a child writes go through the child's own copy of the app: with the in-memory twins
 they are not seen by the parent, so tests of this pool observe side effects, not results.
 """
@@ -40,10 +49,25 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from cloudq import message as wire
 from cloudq import signals, states
-from cloudq.errors import CloudqError, ConfigError, TimeLimitExceeded, WorkerLostError
-from cloudq.runners.execute import Disposition, Outcome, fetch_envelope, process_message
+from cloudq.errors import (
+    CloudqError,
+    ConfigError,
+    TaskTerminated,
+    TimeLimitExceeded,
+    WorkerLostError,
+)
+from cloudq.runners.execute import (
+    Disposition,
+    Outcome,
+    canvas_failed,
+    fetch_envelope,
+    process_message,
+    request_as_sent,
+)
+from cloudq.runners.limits import Interrupt
 
 if TYPE_CHECKING:
+    from ctypes import c_bool
     from multiprocessing.connection import Connection
     from multiprocessing.context import ForkProcess
 
@@ -61,6 +85,8 @@ CHILD_EXIT_WAIT_S = 2.0
 """How long a child asked to exit may take before it is killed."""
 LOST_CHILD_WAIT_S = 0.5
 """How long a child whose pipe closed may take to exit before it is killed."""
+TERMINATE_GRACE_S = 2.0
+"""How long a child told to terminate its task may take to report before it is killed."""
 
 
 class ChildTaskError(CloudqError):
@@ -82,6 +108,9 @@ class Runner(Protocol):
 
     def close(self, *, kill: bool) -> None:
         """Release what the runner holds; ``kill`` abandons a message still running."""
+
+    def terminate(self, task_id: str) -> bool:
+        """Stop task ``task_id`` if it is running here; whether this runner started to."""
 
 
 class WorkerPool:
@@ -109,6 +138,10 @@ class WorkerPool:
     def submit(self, message: ReceivedMessage, done: Done) -> None:
         """Run ``message`` on the next free thread; ``done`` gets the Disposition or the error."""
         self._jobs.put((message, done))
+
+    def terminate(self, task_id: str) -> bool:
+        """Stop task ``task_id`` wherever it runs here; whether it was found running."""
+        return any([runner.terminate(task_id) for runner in self._runners])  # every copy
 
     def close(self, *, kill: bool = False) -> None:
         """Let the threads exit once idle and close their runners (killing children if asked)."""
@@ -146,15 +179,20 @@ class ThreadRunner:
 
     def __init__(self, app: App) -> None:
         self.app = app
+        self.interrupt = Interrupt()
+        """Armed while a task body runs in this thread."""
 
     def prepare(self) -> None:
         return None
 
     def run(self, message: ReceivedMessage) -> Disposition:
-        return process_message(self.app, message)
+        return process_message(self.app, message, interrupt=self.interrupt)
 
     def close(self, *, kill: bool) -> None:
         return None
+
+    def terminate(self, task_id: str) -> bool:
+        return self.interrupt.fire(TaskTerminated, task_id)
 
 
 def make_pool(app: App, kind: str, size: int, *, max_tasks_per_child: int | None,
@@ -209,6 +247,26 @@ def record_killed(app: App, message: ReceivedMessage, exc: CloudqError, task_id:
                        runtime_s=runtime_s)
 
 
+def record_terminated(app: App, message: ReceivedMessage, task_id: str | None,
+                      task_name: str | None, runtime_s: float) -> Disposition:
+    """Store REVOKED for a task whose child was killed after ``revoke(terminate=True)``."""
+    try:
+        envelope: wire.Envelope | None = fetch_envelope(app, message.body)
+    except Exception:
+        envelope = None
+    logger.warning("task %s[%s] terminated: revoked with terminate=True; its process was killed",
+                   task_name, task_id)
+    if task_id:
+        app.backend.save(task_id, states.REVOKED, name=task_name, reason="terminated")
+    if envelope is not None:
+        canvas_failed(app, envelope, TaskTerminated())
+    signals.task_revoked.send(
+        sender=app.tasks.get(task_name or ""), terminated=True, expired=False,
+        request=request_as_sent(envelope, message.delivery_info) if envelope else None)
+    return Disposition(Outcome.REVOKED, task_id=task_id, task_name=task_name,
+                       runtime_s=runtime_s)
+
+
 # -- the process pool: parent side -------------------------------------------------------------
 _FORK_LOCK = threading.Lock()
 """Held while a child is forked, so no sibling inherits the child's end of its pipe."""
@@ -222,11 +280,14 @@ class _Child:
 
     def __init__(self, app: App) -> None:
         context = multiprocessing.get_context("fork")
+        self.terminating: c_bool = context.RawValue(ctypes.c_bool, False)
+        """Shared with the child: set before the SIGTERM that terminates its task."""
         with _FORK_LOCK:
             parent_end, child_end = context.Pipe(duplex=True)
             _PARENT_ENDS.add(parent_end)  # the child closes its copy: EOF when the parent dies
             self.process: ForkProcess = context.Process(
-                target=_child_main, args=(app, child_end), name="cloudq-child", daemon=True)
+                target=_child_main, args=(app, child_end, self.terminating),
+                name="cloudq-child", daemon=True)
             self.process.start()
             child_end.close()
         self.conn = parent_end
@@ -254,6 +315,11 @@ class _Child:
             pass
         return None
 
+    def terminate(self) -> None:
+        """TaskTerminated in the child's task body (if it is in one): flag, then SIGTERM."""
+        self.terminating.value = True
+        self.process.terminate()
+
     def stop(self, *, kill: bool) -> None:
         if not kill and self.send(None):
             self.process.join(CHILD_EXIT_WAIT_S)
@@ -275,6 +341,10 @@ class ProcessRunner:
         self._child: _Child | None = None
         self._lock = threading.Lock()
         self._closed = False
+        self._task_id: str | None = None
+        """The task the child runs, from its ``start`` report until its next reply."""
+        self._kill_timer: threading.Timer | None = None
+        """Set while the running task is being terminated: kills the child after the grace."""
 
     def prepare(self) -> None:
         self._ready_child()
@@ -306,7 +376,16 @@ class ProcessRunner:
             raise (Abandoned if self._closed else ChildTaskError)(
                 f"child {child.pid} exited before it started the message")
         _, task_id, task_name, limit = reply
-        reply = child.receive(limit)
+        with self._lock:
+            self._task_id = task_id
+        try:
+            reply = child.receive(limit)
+        finally:
+            with self._lock:
+                self._task_id, timer, self._kill_timer = None, self._kill_timer, None
+        if timer is not None:
+            timer.cancel()
+            return self._terminated(child, message, reply, task_id, task_name, started)
         if reply is _TIMEOUT:
             self._discard(child, kill=True)
             self.record("time_limit")
@@ -322,6 +401,30 @@ class ProcessRunner:
         logger.error("task %s[%s]: process_message raised in child %d:\n%s",
                      task_name, task_id, child.pid, reply[2])
         raise ChildTaskError(reply[1])
+
+    def terminate(self, task_id: str) -> bool:
+        with self._lock:
+            child = self._child
+            if child is None or task_id != self._task_id or self._kill_timer is not None:
+                return False
+            self._kill_timer = threading.Timer(TERMINATE_GRACE_S, child.process.kill)
+            self._kill_timer.daemon = True
+            self._kill_timer.start()
+            child.terminate()
+        return True
+
+    def _terminated(self, child: _Child, message: ReceivedMessage, reply: tuple[Any, ...] | None,
+                    task_id: str, task_name: str, started: float) -> Disposition:
+        """The child's own outcome if it reported one (REVOKED, or the task had just
+        finished), else REVOKED recorded here; a fresh child runs the next message."""
+        if reply is not None and reply[0] == "done":
+            self._discard(child, kill=False)
+            disposition: Disposition = reply[1]
+            return disposition
+        self._discard(child, kill=True)
+        self.record("terminate_killed")
+        return record_terminated(self.app, message, task_id, task_name,
+                                 time.monotonic() - started)
 
     def _lost(self, child: _Child, message: ReceivedMessage, task_id: str, task_name: str,
               started: float) -> Disposition:
@@ -351,9 +454,10 @@ class ProcessRunner:
 
 
 # -- the process pool: child side --------------------------------------------------------------
-def _child_main(app: App, conn: Connection) -> None:
+def _child_main(app: App, conn: Connection, terminating: c_bool) -> None:
     """The loop of a pool child: one message in, ``start`` and ``done`` out, until None."""
-    _child_setup(app)
+    interrupt = Interrupt()
+    _child_setup(app, terminating, interrupt)
     while True:
         try:
             message = conn.recv()
@@ -363,16 +467,20 @@ def _child_main(app: App, conn: Connection) -> None:
             return
         conn.send(("start", *hard_time_limit(app, message.body)))
         try:
-            disposition = process_message(app, message)
+            disposition = process_message(app, message, interrupt=interrupt)
         except Exception as exc:
             conn.send(("raised", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
         else:
             conn.send(("done", disposition))
 
 
-def _child_setup(app: App) -> None:
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, _ignore_signal)
+def _child_setup(app: App, terminating: c_bool, interrupt: Interrupt) -> None:
+    def on_sigterm(signum: int, frame: object) -> None:
+        if terminating.value:  # the parent's terminate, not a SIGTERM to the process group
+            interrupt.fire(TaskTerminated)  # raises here when a task body runs
+
+    signal.signal(signal.SIGINT, _ignore_signal)
+    signal.signal(signal.SIGTERM, on_sigterm)
     for end in list(_PARENT_ENDS):  # siblings' pipes: holding them would hide their EOFs
         end.close()
     _PARENT_ENDS.clear()

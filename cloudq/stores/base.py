@@ -54,6 +54,11 @@ class Store(abc.ABC):
         """Add ``members`` to the string set ``field``; return the set's size afterwards."""
 
     @abc.abstractmethod
+    def add_new_member(self, key: str, field: str, member: str, *, ttl_s: float) -> int | None:
+        """Atomically add ``member`` to the set ``field`` only if it is not there yet; return the
+        set's size afterwards, or None when it was already a member (nothing changed)."""
+
+    @abc.abstractmethod
     def increment(self, key: str, field: str, by: int = 1, *, ttl_s: float) -> int:
         """Add ``by`` to the number ``field`` (0 if missing); return the new value."""
 

@@ -41,6 +41,7 @@ STILL_EXPIRED = "#ttl <= :now"
 """Condition of replacing an expired leftover (nobody revived it meanwhile)."""
 ADD_MEMBERS = "ADD #f :members SET #ttl = :ttl"
 ADD_NUMBER = "ADD #f :by SET #ttl = :ttl"
+NOT_A_MEMBER = "NOT contains(#f, :member)"
 TOUCH = "SET #ttl = :ttl"
 
 
@@ -128,6 +129,23 @@ class DynamoStore(Store):
             return len(item.get(field, ()))
         item = self._update(key, field, ADD_MEMBERS, {":members": wanted}, ttl_s)
         return len(item[field])
+
+    def add_new_member(self, key: str, field: str, member: str, *, ttl_s: float) -> int | None:
+        try:
+            response = self._db.update_item(
+                TableName=self.table, Key=self._key(key), UpdateExpression=ADD_MEMBERS,
+                ConditionExpression=NOT_A_MEMBER,
+                ExpressionAttributeNames=_names(ADD_MEMBERS, field),
+                ExpressionAttributeValues=self._values(
+                    {":members": {member}, ":member": member, ":ttl": expires_at(ttl_s)}),
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            if _code(exc) == "ConditionalCheckFailedException":
+                return None
+            raise self._error(exc) from exc
+        item = self._item(response.get("Attributes")) or {}
+        return len(item.get(field, ()))
 
     def increment(self, key: str, field: str, by: int = 1, *, ttl_s: float) -> int:
         item = self._update(key, field, ADD_NUMBER, {":by": by}, ttl_s)

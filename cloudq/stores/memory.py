@@ -60,6 +60,17 @@ class MemoryStore(Store):
             self._items[key] = item
             return len(values)
 
+    def add_new_member(self, key: str, field: str, member: str, *, ttl_s: float) -> int | None:
+        with self._lock:
+            self.calls.append(("UpdateItem?", key))
+            item = self._live(key) or {KEY_FIELD: key}
+            values = set(item.get(field, ()))
+            if member in values:
+                return None
+            values.add(member)
+            self._items[key] = {**item, field: values, TTL_FIELD: expires_at(ttl_s, self._clock())}
+            return len(values)
+
     def increment(self, key: str, field: str, by: int = 1, *, ttl_s: float) -> int:
         with self._lock:
             self.calls.append(("UpdateItem", key))

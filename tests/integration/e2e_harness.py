@@ -63,12 +63,14 @@ class Harness:
                     "AWS_SECRET_ACCESS_KEY": "testing", "PYTHONUNBUFFERED": "1"})
         return env
 
-    def start_worker(self, *args: str) -> subprocess.Popen[str]:
+    def start_worker(self, *args: str,
+                     extra_env: dict[str, str] | None = None) -> subprocess.Popen[str]:
         log = (self.workdir / f"worker-{len(self.workers)}.log").open("w")
         worker = subprocess.Popen(
             [sys.executable, "-m", "cloudq.cli", "poll", "-A", APP_PATH, "-c", "4",
              "--loglevel", "info", *args],
-            cwd=ROOT, env=self.env(), stdout=log, stderr=subprocess.STDOUT, text=True,
+            cwd=ROOT, env={**self.env(), **(extra_env or {})}, stdout=log,
+            stderr=subprocess.STDOUT, text=True,
         )
         self.workers.append(worker)
         return worker

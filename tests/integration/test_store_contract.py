@@ -118,6 +118,18 @@ def test_add_to_set_counts_distinct_members(store: Store) -> None:
     assert item is not None and item["done"] == {"a", "b", "c"}
 
 
+def test_add_new_member_adds_once_and_says_when_it_was_already_there(store: Store) -> None:
+    store.put("chord#1#s0", {"shard": 0}, ttl_s=DAY_S)
+
+    assert store.add_new_member("chord#1#s0", "done", "0", ttl_s=DAY_S) == 1
+    assert store.add_new_member("chord#1#s0", "done", "7", ttl_s=DAY_S) == 2
+    assert store.add_new_member("chord#1#s0", "done", "7", ttl_s=DAY_S) is None  # redelivered
+    assert store.add_new_member("chord#2#s0", "done", "0", ttl_s=DAY_S) == 1  # absent item
+
+    item = store.get("chord#1#s0")
+    assert item is not None and item["done"] == {"0", "7"} and item["shard"] == 0
+
+
 def test_add_to_set_keeps_the_other_fields(store: Store) -> None:
     store.put("chord#1", {"size": 3, "callback": {"task": "cb"}}, ttl_s=DAY_S)
 
