@@ -12,8 +12,10 @@ from uuid import uuid4
 
 import pytest
 
-from cloudq.aws import AwsClients
+import cloudq
+from cloudq.aws import AwsClients, RequestCounter
 from cloudq.localaws import LocalAws
+from cloudq.runners.lambda_runner import LambdaHandler
 
 
 @pytest.fixture(scope="session")
@@ -32,3 +34,18 @@ def aws_clients(local_aws: LocalAws) -> Iterator[AwsClients]:
 def unique_prefix() -> str:
     """A fresh name prefix (queues, tables, buckets) for one test."""
     return f"t{uuid4().hex[:8]}-"
+
+
+# The two below use the test module's own ``app`` fixture (an app on fresh queues).
+@pytest.fixture
+def handler(app: cloudq.App) -> LambdaHandler:
+    return app.lambda_handler()
+
+
+@pytest.fixture
+def aws_calls(app: cloudq.App) -> RequestCounter:
+    """Every SQS and DynamoDB call the app makes from now on (until its settings change)."""
+    counter = RequestCounter()
+    counter.attach(app.aws.sqs)
+    counter.attach(app.aws.dynamodb)
+    return counter

@@ -60,20 +60,6 @@ def app(local_aws: LocalAws, unique_prefix: str) -> Iterator[cloudq.App]:
     app.close()
 
 
-@pytest.fixture
-def handler(app: cloudq.App) -> LambdaHandler:
-    return app.lambda_handler()
-
-
-@pytest.fixture
-def aws_calls(app: cloudq.App) -> RequestCounter:
-    """Every SQS and DynamoDB call the app makes from now on (until its settings change)."""
-    counter = RequestCounter()
-    counter.attach(app.aws.sqs)
-    counter.attach(app.aws.dynamodb)
-    return counter
-
-
 # -- helpers -------------------------------------------------------------------------------------
 def work(app: cloudq.App) -> None:
     """Run everything queued, and what that sends, until the queues are empty."""
