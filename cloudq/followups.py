@@ -11,7 +11,7 @@ parent_id, group_id), ``exc`` the exception rebuilt with its own type when impor
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from cloudq.errors import EncodeError, ValidationError
@@ -24,40 +24,32 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def envelope_for_signature(
-    app: App, signature: Mapping[str, Any], prepend: Sequence[Any], parent: Envelope
-) -> Envelope:
-    from cloudq.sending import build_envelope
-
-    args = list(from_jsonable(signature.get("args", [])))
-    if not signature.get("immutable"):
-        args = [*prepend, *args]
-    options = dict(signature.get("options", {}))
-    return build_envelope(
-        app, signature["task"], args, from_jsonable(signature.get("kwargs", {})),
-        root_id=parent.root_id or parent.id, parent_id=parent.id, **options,
-    )
-
-
-def _build_all(
+def _send_all(
     app: App, signatures: list[dict[str, Any]], prepend: Sequence[Any], parent: Envelope
-) -> list[Envelope]:
-    """Envelopes for the signatures that can be built. One whose arguments do not fit its
-    task is the program's error, not a passing one: it is logged and left out, so the
-    parent's message is not delivered again and re-run for it."""
-    envelopes = []
+) -> None:
+    """Send the follow-ups (tasks or whole canvases) through the canvas's one expansion.
+
+    One whose arguments do not fit its task is the program's error, not a passing one: it is
+    logged and left out, so the parent's message is not delivered again and re-run for it."""
+    from cloudq.canvas.apply import Plan, expand, run_plan
+
+    plan = Plan()
     for signature in signatures:
+        one = Plan()
         try:
-            envelopes.append(envelope_for_signature(app, signature, prepend, parent))
+            expand(app, signature, tuple(prepend), one, parent=parent)
         except (EncodeError, ValidationError) as exc:
             logger.error("task %s[%s]: follow-up %s not sent: %s", parent.task, parent.id,
-                         signature.get("task"), exc)
-    return envelopes
+                         signature.get("task") or signature.get("subtask_type"), exc)
+            continue
+        plan.items += one.items
+        plan.envelopes += one.envelopes
+    run_plan(app, plan)
 
 
 def send_callbacks(app: App, parent: Envelope, retval: Any) -> None:
     if parent.link:
-        app.publish(_build_all(app, parent.link, (retval,), parent))
+        _send_all(app, parent.link, (retval,), parent)
 
 
 def request_dict(envelope: Envelope) -> dict[str, Any]:
@@ -72,4 +64,4 @@ def request_dict(envelope: Envelope) -> dict[str, Any]:
 def send_errbacks(app: App, parent: Envelope, exc: BaseException, einfo: str) -> None:
     if parent.link_error:
         extra = (request_dict(parent), exc, einfo)
-        app.publish(_build_all(app, parent.link_error, extra, parent))
+        _send_all(app, parent.link_error, extra, parent)

@@ -36,16 +36,23 @@ ENVELOPE_OPTIONS = frozenset({"time_limit", "soft_time_limit"})
 ETA_TOLERANCE_S = 0.01
 
 
-def signature_dicts(value: Any) -> list[dict[str, Any]]:
-    """``link=``/``link_error=`` values (signatures, dicts, or lists of them) as dicts."""
+def signature_dicts(app: App, value: Any) -> list[dict[str, Any]]:
+    """``link=``/``link_error=`` values (signatures, dicts, or lists of them) as dicts.
+
+    A linked chain, group or chord is normalised and frozen now, like one sent directly, so
+    the worker that sends it only has to expand it."""
+    from cloudq.canvas.apply import freeze, normalize
+    from cloudq.canvas.signature import Signature
+
     if value is None:
         return []
     items = value if isinstance(value, list | tuple) else [value]
     out: list[dict[str, Any]] = []
     for item in items:
-        as_dict = getattr(item, "to_dict", None)
-        if callable(as_dict):
-            out.append(as_dict())
+        if isinstance(item, Signature):
+            linked = normalize(item.clone())
+            freeze(app, linked)
+            out.append(linked.to_dict())
         elif isinstance(item, Mapping):
             out.append(dict(item))
         else:
@@ -135,7 +142,7 @@ def build_envelope(  # noqa: C901 - one linear pass over apply_async's options
             retries=retries, priority=priority, root_id=root_id, parent_id=parent_id,
             group_id=group_id, message_group_id=message_group_id,
             chain=list(chain or []), chord=chord,
-            link=signature_dicts(link), link_error=signature_dicts(link_error),
+            link=signature_dicts(app, link), link_error=signature_dicts(app, link_error),
             headers=to_jsonable(dict(headers or {}), "headers"),
             time_limit=options.get("time_limit"), soft_time_limit=options.get("soft_time_limit"),
             compression=gzip, sent_at=now,

@@ -15,7 +15,7 @@ from cloudq.errors import Retry
 from cloudq.result import AsyncResult
 from cloudq.results import ResultMeta
 from cloudq.runners.execute import invoke, request_for
-from cloudq.serialization import from_jsonable
+from cloudq.serialization import from_jsonable, to_jsonable
 
 if TYPE_CHECKING:
     from cloudq.app import App
@@ -42,7 +42,7 @@ class EagerResult(AsyncResult[Any]):
 
 def apply_envelope(app: App, task: Task[Any, Any], envelope: Envelope) -> EagerResult:
     """Run ``envelope`` here, retrying at once as often as the task allows."""
-    from cloudq.followups import envelope_for_signature
+    from cloudq.canvas.signature import maybe_signature
 
     while True:
         args, kwargs = task.arguments.rebuild(
@@ -54,9 +54,9 @@ def apply_envelope(app: App, task: Task[Any, Any], envelope: Envelope) -> EagerR
         except Retry as retry:
             changes: dict[str, Any] = {"retries": envelope.retries + 1, "eta": None}
             if retry.new_args is not None:
-                changes["args"] = list(retry.new_args)
+                changes["args"] = to_jsonable(list(retry.new_args), "args")
             if retry.new_kwargs is not None:
-                changes["kwargs"] = dict(retry.new_kwargs)
+                changes["kwargs"] = to_jsonable(dict(retry.new_kwargs), "kwargs")
             envelope = envelope.replace(**changes)
             continue
         except Exception as exc:
@@ -64,9 +64,8 @@ def apply_envelope(app: App, task: Task[Any, Any], envelope: Envelope) -> EagerR
                 raise
             return EagerResult(app, ResultMeta(envelope.id, states.FAILURE, exc, tb.format_exc(),
                                                name=task.name, retries=envelope.retries))
-        for sig in envelope.link:
-            follow = envelope_for_signature(app, sig, (retval,), envelope)
-            app.send_task(follow.task, from_jsonable(follow.args), from_jsonable(follow.kwargs))
+        for sig in envelope.link:  # run eagerly too when task_always_eager is on
+            maybe_signature(sig, app).apply_async((retval,))
         return EagerResult(app, ResultMeta(envelope.id, states.SUCCESS, retval, name=task.name,
                                            retries=envelope.retries))
 

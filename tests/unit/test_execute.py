@@ -683,6 +683,20 @@ def test_a_callback_that_does_not_fit_its_task_does_not_rerun_the_parent(
     assert "follow-up shop.label not sent" in caplog.text
 
 
+def test_a_whole_chain_can_be_the_link_callback(
+    app: cloudq.App, add: Task[Any, int], drain: Drain
+) -> None:
+    then = add.s(1) | add.s(10)  # gets the parent's result: add(add(5, 1), 10)
+    chain_result = then.freeze()  # frozen first: the caller can hold the link's result
+
+    parent = add.apply_async((2, 3), link=then)
+    handled = drain(app)
+
+    assert parent.get() == 5
+    assert [h.outcome for h in handled] == ["success"] * 3
+    assert chain_result.get() == 16
+
+
 def test_link_callback_is_a_child_of_the_task(
     app: cloudq.App, add: Task[Any, int], drain: Drain
 ) -> None:
