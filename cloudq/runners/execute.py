@@ -34,6 +34,7 @@ from cloudq.errors import (
     ValidationError,
 )
 from cloudq.ratelimit import RateLimit
+from cloudq.results import revoked_key, task_key
 from cloudq.runners.limits import Interrupt, soft_time_limit
 from cloudq.sending import ETA_TOLERANCE_S
 from cloudq.serialization import from_jsonable, to_jsonable
@@ -243,9 +244,9 @@ class Execution:
         if env.countdown_s() > ETA_TOLERANCE_S:
             return self._defer(env, f"not due until {env.eta}")
         if self.task.idempotent:
-            found = backend.store.get_many([f"revoked#{env.id}", f"task#{env.id}"])
-            revoked = found.get(f"revoked#{env.id}")
-            previous = found.get(f"task#{env.id}")
+            found = backend.store.get_many([revoked_key(env.id), task_key(env.id)])
+            revoked = found.get(revoked_key(env.id))
+            previous = found.get(task_key(env.id))
         else:
             revoked, previous = backend.revocation(env.id), None
         if revoked is not None:
