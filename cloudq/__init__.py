@@ -39,6 +39,7 @@ from cloudq.errors import (
     ValidationError,
 )
 from cloudq.result import AsyncResult
+from cloudq.scheduler.schedules import crontab, schedule, solar
 from cloudq.states import State
 from cloudq.task import Request, Task
 
@@ -73,11 +74,14 @@ __all__ = [
     "ValidationError",
     "chain",
     "chord",
+    "crontab",
     "current_app",
     "group",
     "maybe_signature",
+    "schedule",
     "signals",
     "signature",
+    "solar",
     "states",
     "task",
 ]

@@ -248,7 +248,7 @@ class App:
         return polling_order(names or self.known_queues())
 
     def known_queues(self) -> list[str]:
-        """Queue names the app's settings and tasks mention."""
+        """Queue names the app's settings, tasks and periodic tasks mention."""
         names = [self.settings.task_default_queue]
         names += [t.queue for t in self.tasks.values() if t.queue]
         routes = self.settings.task_routes
@@ -259,6 +259,10 @@ class App:
                     queue = target if isinstance(target, str) else target.get("queue")
                     if queue:
                         names.append(queue)
+        for entry in self.settings.beat_schedule.values():
+            options = entry.get("options") if isinstance(entry, Mapping) else None
+            if isinstance(options, Mapping) and isinstance(options.get("queue"), str):
+                names.append(options["queue"])
         return list(dict.fromkeys(names))
 
     def lambda_handler(self) -> LambdaHandler:

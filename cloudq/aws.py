@@ -65,6 +65,10 @@ class AwsClients:
         client: S3Client = self._client("s3")
         return client
 
+    def client(self, service: str) -> Any:
+        """Any other boto3 client (``"scheduler"``, ``"events"``), created once and reused."""
+        return self._client(service)
+
     def reset_after_fork(self) -> None:
         """Forget the session and clients: a forked child must build its own connections."""
         self._lock = threading.Lock()  # the parent may have held it while forking

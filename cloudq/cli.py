@@ -8,13 +8,15 @@ given before the command: ``cloudq -A shop.tasks poll``.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import json
 import logging
 import os
+import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -157,6 +159,8 @@ def cli(ctx: click.Context, app_path: str | None, endpoint_url: str | None,
       cloudq poll -A shop.tasks:app -c 8        # run a worker
       cloudq call -A shop.tasks:app shop.tasks.add --args '[1, 2]'
       cloudq result -A shop.tasks:app TASK_ID --wait 10
+      cloudq beat -A shop.tasks:app             # send the periodic tasks
+      cloudq schedule sync -A shop.tasks:app    # ...or have EventBridge send them
     """
     ctx.obj = AppOptions(app_path, endpoint_url, region)
 
@@ -402,6 +406,110 @@ def dev(app: App, queues: list[str], port: int | None, concurrency: int | None,
 
     setup_logging(loglevel)
     sys.exit(run_dev(app, queues or None, port=port, concurrency=concurrency, echo=click.echo))
+
+
+@cli.command()
+@with_app
+@click.option("--max-interval", type=click.FloatRange(min=0.01),
+              help="Longest sleep between looks at the schedule, in seconds (default 5).")
+@loglevel_option
+def beat(app: App, max_interval: float | None, loglevel: str, **_: Any) -> None:
+    """Send the app's periodic tasks (beat_schedule) on time, from this machine.
+
+    Run as many as you like: each tick is sent once (a claim in DynamoDB), and a restarted
+    beat neither repeats nor skips a tick it had sent. Stops on SIGTERM or Ctrl-C.
+
+    \b
+    Examples:
+      cloudq beat -A shop.tasks:app
+      cloudq beat -A shop.tasks:app -l debug --max-interval 1
+    """
+    from cloudq.scheduler.beat import Beat
+
+    setup_logging(loglevel)
+    runner = Beat(app, max_interval=max_interval)
+    if not runner.entries:
+        raise click.ClickException("the app's beat_schedule is empty: nothing to send")
+    app.store.get("beat#")  # a missing table is an error now, not a retry loop
+    with stop_on_signals(runner.stop):
+        sys.exit(runner.run())
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
+    """Call ``stop`` on SIGTERM and SIGINT while the block runs."""
+    previous = {sig: signal.signal(sig, lambda *_: stop())
+                for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@cli.group(name="schedule")
+def schedule_group() -> None:
+    """The periodic tasks as EventBridge schedules: export them, or sync them to AWS."""
+
+
+target_option = click.option(
+    "--target", type=click.Choice(["scheduler", "rules"]), default="scheduler",
+    show_default=True,
+    help="EventBridge Scheduler (time zones, one-time schedules) or EventBridge rules (UTC).")
+
+
+@schedule_group.command(name="export")
+@with_app
+@click.option("--format", "fmt", type=click.Choice(["json"]), default="json", show_default=True,
+              help="Output format.")
+@target_option
+def schedule_export(app: App, fmt: str, target: str, **_: Any) -> None:
+    """Print the EventBridge schedules the app's beat_schedule needs (no AWS calls).
+
+    One JSON object per schedule: name, task, expression (cron/rate/at), timezone,
+    target_queue and input (the message EventBridge sends). A schedule EventBridge cannot
+    express is an error that names it.
+
+    \b
+    Examples:
+      cloudq schedule export -A shop.tasks:app --format json
+      cloudq schedule export -A shop.tasks:app --target rules
+    """
+    from cloudq.scheduler.eventbridge import export_json, wanted
+    from cloudq.scheduler.sync import group_name
+
+    prefix = "" if target == "scheduler" else f"{group_name(app)}."
+    click.echo(export_json(wanted(app, target=target, prefix=prefix)))  # type: ignore[arg-type]
+
+
+@schedule_group.command(name="sync")
+@with_app
+@target_option
+@click.option("--role-arn", metavar="ARN",
+              help="IAM role EventBridge Scheduler assumes to send to SQS. "
+                   "Default: the app's beat_role_arn.")
+@click.option("--dry-run", is_flag=True, help="Print what would change, change nothing.")
+def schedule_sync(app: App, target: str, role_arn: str | None, dry_run: bool,
+                  **_: Any) -> None:
+    """Create, update and delete EventBridge schedules to match beat_schedule.
+
+    cloudq owns one schedule group (beat_schedule_group, default <queue_prefix>beat), or the
+    rules named <group>.*: what the app no longer has is deleted. Safe to run again: an
+    unchanged schedule is left alone. Solar entries are kept beat_solar_days ahead as one-time
+    schedules, so run it at least that often (e.g. daily, from CI or a scheduled job).
+
+    \b
+    Examples:
+      cloudq schedule sync -A shop.tasks:app --dry-run
+      cloudq schedule sync -A shop.tasks:app --role-arn arn:aws:iam::123456789012:role/cq
+      cloudq schedule sync -A shop.tasks:app --target rules
+    """
+    from cloudq.scheduler.sync import sync
+
+    report = sync(app, target=target, role_arn=role_arn,  # type: ignore[arg-type]
+                  dry_run=dry_run)
+    for line in report.lines():
+        click.echo(line)
 
 
 def main() -> None:

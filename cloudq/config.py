@@ -97,7 +97,18 @@ class Settings(BaseSettings):
 
     # -- beat --------------------------------------------------------------------------------------
     beat_schedule: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Periodic tasks as in Celery: ``{name: {"task", "schedule", "args", "kwargs", "options"}}``"""
     beat_timezone: str = "UTC"
+    """IANA time zone crontab schedules are read in (EventBridge Scheduler keeps it too)."""
+    beat_max_interval: float = Field(default=5.0, gt=0)
+    """Longest the local beat sleeps between looks at the schedule (seconds)."""
+    beat_schedule_group: str | None = None
+    """EventBridge Scheduler group (or rule name prefix) `cloudq schedule sync` owns.
+    Default: ``<queue_prefix>beat``."""
+    beat_role_arn: str | None = None
+    """IAM role EventBridge Scheduler assumes to send to the queues (`schedule sync`)."""
+    beat_solar_days: int = Field(default=7, ge=1, le=60)
+    """How many days of one-time schedules `schedule sync` keeps ahead for solar entries."""
 
     @field_validator("result_expires", mode="before")
     @classmethod

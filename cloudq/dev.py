@@ -1,4 +1,5 @@
-"""``cloudq dev``: an embedded local AWS, the app provisioned in it, and a poller, in one process.
+"""``cloudq dev``: an embedded local AWS, the app provisioned in it, a poller and the beat, in one
+process.
 
 Nothing here talks to a real AWS account: the app is pointed at the moto server on
 127.0.0.1 before its first AWS call, and boto3 gets dummy credentials when it has none.
@@ -6,6 +7,7 @@ Nothing here talks to a real AWS account: the app is pointed at the moto server 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -31,18 +33,29 @@ def run_dev(
     concurrency: int | None = None,
     echo: Callable[[str], object] = print,
 ) -> int:
-    """Start the local AWS, provision ``app`` in it, poll until SIGINT/SIGTERM; exit code."""
+    """Start the local AWS, provision ``app`` in it, poll (and run the beat, if the app has a
+    ``beat_schedule``) until SIGINT/SIGTERM; exit code."""
     from cloudq.localaws import LocalAws
     from cloudq.provision import provision
     from cloudq.runners.poller import Poller
+    from cloudq.scheduler.beat import Beat
 
+    beat = Beat(app) if app.settings.beat_schedule else None  # a bad schedule fails first
     local = LocalAws(host=HOST, port=port).start()
+    beat_thread = None
     try:
         app.conf.update(endpoint_url=local.endpoint_url)
         echo(summary(provision(app, queues)))
+        if beat is not None:
+            beat_thread = threading.Thread(target=beat.run, name="cloudq-beat", daemon=True)
+            beat_thread.start()
+            echo(f"cloudq dev: beat sending {len(beat.entries)} periodic task(s)")
         echo(READY_LINE.format(endpoint_url=local.endpoint_url))
         echo(f"  send from another shell with: export CLOUDQ_ENDPOINT_URL={local.endpoint_url}")
         return Poller(app, queues, concurrency=concurrency).run()
     finally:
+        if beat is not None and beat_thread is not None:
+            beat.stop()
+            beat_thread.join(timeout=5)
         app.close()
         local.stop()

@@ -26,6 +26,10 @@ class ConfigError(CloudqError):
 
 
 # -- AWS calls ----------------------------------------------------------------------------------
+class ScheduleError(ConfigError, ValueError):
+    """A periodic schedule that is invalid, or that EventBridge cannot express."""
+
+
 class TransportError(CloudqError):
     """A call to the message queue (SQS) failed."""
 

@@ -28,6 +28,10 @@ from pydantic import ValidationError as PydanticValidationError
 from cloudq.errors import DecodeError, SignatureError
 
 VERSION: Literal[1] = 1
+BEAT_NAMESPACE = uuid.UUID("5b0c39f1-7d3e-4c1a-9a57-1f3c2e6d8b40")
+"""Task ids of periodic ticks are uuid5(BEAT_NAMESPACE, "<schedule name>@<tick time>")."""
+SCHEDULED_TIME = "<aws.scheduler.scheduled-time>"
+"""What EventBridge Scheduler replaces with a tick's scheduled time in a target's input."""
 
 
 def new_id() -> str:
@@ -36,6 +40,19 @@ def new_id() -> str:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def tick_text(at: datetime) -> str:
+    """A tick's time as it appears in task ids: UTC, ISO-8601, ``Z``."""
+    at = at.astimezone(UTC)
+    return at.isoformat(timespec="milliseconds" if at.microsecond else "seconds") \
+        .replace("+00:00", "Z")
+
+
+def tick_id(name: str, at: datetime) -> str:
+    """The task id of schedule ``name``'s tick at ``at``: the same in every beat and in
+    EventBridge, so a tick sent twice is one task."""
+    return str(uuid.uuid5(BEAT_NAMESPACE, f"{name}@{tick_text(at)}"))
 
 
 class Envelope(BaseModel):
@@ -114,6 +131,9 @@ def as_utc(
 
 # -- framing ------------------------------------------------------------------------------------
 def _canonical(frame: dict[str, Any]) -> bytes:
+    beat = frame.get("beat")
+    if isinstance(beat, dict):  # a template: EventBridge fills in the time after it was signed
+        frame = {**frame, "beat": {**beat, "at": SCHEDULED_TIME}}
     return json.dumps(frame, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
@@ -148,6 +168,40 @@ def encode(envelope: Envelope, *, signing_key: str | None = None) -> str:
     return json.dumps(_sign(frame, signing_key), separators=(",", ":"), ensure_ascii=False)
 
 
+def encode_template(envelope: Envelope, name: str, *, at: str = SCHEDULED_TIME,
+                    expires_s: float | None = None, signing_key: str | None = None) -> str:
+    """A body for EventBridge to send on each tick of schedule ``name``: the envelope without
+    its id and times, which :func:`decode` derives from the tick's time (``at``, filled in by
+    EventBridge) when the message arrives."""
+    frame = envelope.model_dump(mode="json", exclude={"id", "root_id", "sent_at", "eta",
+                                                      "expires", "compression"})
+    frame["beat"] = {"name": name, "at": at}
+    if expires_s is not None:
+        frame["beat"]["expires_s"] = expires_s
+    return json.dumps(_sign(frame, signing_key), separators=(",", ":"), ensure_ascii=False)
+
+
+def _from_template(frame: dict[str, Any]) -> dict[str, Any]:
+    beat = frame.pop("beat")
+    try:
+        name, at_text = beat["name"], beat["at"]
+        at = datetime.fromisoformat(at_text)
+        expires_s = beat.get("expires_s")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DecodeError(f"bad periodic task template {beat!r}: {exc}") from exc
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    task_id = tick_id(name, at)
+    headers = frame.get("headers") or {}
+    if not isinstance(headers, dict):
+        raise DecodeError(f"bad periodic task template: headers must be an object, not {headers!r}")
+    return {
+        **frame, "id": task_id, "root_id": task_id, "sent_at": at,
+        "headers": {**headers, "periodic_task_name": name, "periodic_tick": tick_text(at)},
+        "expires": at + timedelta(seconds=float(expires_s)) if expires_s is not None else None,
+    }
+
+
 def claim_check(envelope: Envelope, bucket: str, key: str, *, signing_key: str | None) -> str:
     """The small body that points at an oversized one stored in S3."""
     frame = {"v": VERSION, "id": envelope.id, "task": envelope.task,
@@ -166,6 +220,8 @@ def decode(body: str | bytes, *, signing_key: str | None = None) -> Envelope | C
     if frame.get("v") != VERSION:
         raise DecodeError(f"unsupported message version {frame.get('v')!r} (expected {VERSION})")
     _verify(frame, signing_key)
+    if "beat" in frame and "id" not in frame:
+        frame = _from_template(frame)
     if "s3" in frame:
         ref = frame["s3"]
         try:

@@ -17,6 +17,7 @@ Item = dict[str, Any]
 
 TTL_FIELD = "ttl"
 KEY_FIELD = "pk"
+VERSION_FIELD = "version"
 
 
 def expires_at(ttl_s: float, now: float | None = None) -> int:
@@ -48,6 +49,12 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def put_if_absent(self, key: str, item: Item, *, ttl_s: float) -> bool:
         """Write ``item`` only if no live item is at ``key``; return whether it was written."""
+
+    @abc.abstractmethod
+    def put_if_version(self, key: str, item: Item, *, expected: int | None, ttl_s: float) -> bool:
+        """Compare-and-set: write ``item`` (whose ``version`` field the caller has advanced) only
+        if the live item's ``version`` is ``expected``, or, with ``expected=None``, only if no
+        live item is there. Return whether it was written."""
 
     @abc.abstractmethod
     def add_to_set(self, key: str, field: str, members: Iterable[str], *, ttl_s: float) -> int:

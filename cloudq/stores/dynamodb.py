@@ -16,7 +16,15 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from cloudq.errors import ConfigError, StoreError
-from cloudq.stores.base import KEY_FIELD, TTL_FIELD, Item, Store, expires_at, is_expired
+from cloudq.stores.base import (
+    KEY_FIELD,
+    TTL_FIELD,
+    VERSION_FIELD,
+    Item,
+    Store,
+    expires_at,
+    is_expired,
+)
 
 if TYPE_CHECKING:
     from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
@@ -32,11 +40,13 @@ BATCH_GET_ATTEMPTS = 8
 EXPIRED_RETRIES = 3
 
 # -- expressions --------------------------------------------------------------------------------
-NAMES = {"#pk": KEY_FIELD, "#ttl": TTL_FIELD}
+NAMES = {"#pk": KEY_FIELD, "#ttl": TTL_FIELD, "#version": VERSION_FIELD}
 ABSENT_OR_EXPIRED = "attribute_not_exists(#pk) OR #ttl <= :now"
 """Condition of put_if_absent: nothing live at the key."""
 LIVE_OR_ABSENT = "attribute_not_exists(#ttl) OR #ttl > :now"
 """Condition of updates that build on what is there: not an expired leftover."""
+SAME_VERSION = "#version = :expected AND #ttl > :now"
+"""Condition of compare-and-set: the live item is the version the caller read."""
 STILL_EXPIRED = "#ttl <= :now"
 """Condition of replacing an expired leftover (nobody revived it meanwhile)."""
 ADD_MEMBERS = "ADD #f :members SET #ttl = :ttl"
@@ -108,13 +118,21 @@ class DynamoStore(Store):
     def put_if_absent(self, key: str, item: Item, *, ttl_s: float) -> bool:
         return self._put_if(key, item, ttl_s, ABSENT_OR_EXPIRED)
 
-    def _put_if(self, key: str, item: Item, ttl_s: float, condition: str) -> bool:
+    def put_if_version(self, key: str, item: Item, *, expected: int | None, ttl_s: float) -> bool:
+        if expected is None:
+            return self._put_if(key, item, ttl_s, ABSENT_OR_EXPIRED)
+        return self._put_if(key, item, ttl_s, SAME_VERSION, {":expected": expected})
+
+    def _put_if(
+        self, key: str, item: Item, ttl_s: float, condition: str,
+        values: dict[str, Any] | None = None,
+    ) -> bool:
         try:
             self._db.put_item(
                 TableName=self.table, Item=self._stamped(key, item, ttl_s),
                 ConditionExpression=condition,
                 ExpressionAttributeNames=_names(condition),
-                ExpressionAttributeValues=self._values({":now": _now()}),
+                ExpressionAttributeValues=self._values({":now": _now(), **(values or {})}),
             )
         except ClientError as exc:
             if _code(exc) == "ConditionalCheckFailedException":

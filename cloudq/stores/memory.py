@@ -8,7 +8,15 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from cloudq.stores.base import KEY_FIELD, TTL_FIELD, Item, Store, expires_at, is_expired
+from cloudq.stores.base import (
+    KEY_FIELD,
+    TTL_FIELD,
+    VERSION_FIELD,
+    Item,
+    Store,
+    expires_at,
+    is_expired,
+)
 
 
 class MemoryStore(Store):
@@ -47,6 +55,16 @@ class MemoryStore(Store):
         with self._lock:
             self.calls.append(("PutItem?", key))
             if self._live(key) is not None:
+                return False
+            self._items[key] = self._stamp(key, item, ttl_s)
+            return True
+
+    def put_if_version(self, key: str, item: Item, *, expected: int | None, ttl_s: float) -> bool:
+        with self._lock:
+            self.calls.append(("PutItem?", key))
+            live = self._live(key)
+            current = None if live is None else live.get(VERSION_FIELD)
+            if (live is not None or expected is not None) and current != expected:
                 return False
             self._items[key] = self._stamp(key, item, ttl_s)
             return True

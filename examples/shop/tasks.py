@@ -18,10 +18,21 @@ import time
 from typing import Any
 
 import cloudq
+from cloudq import crontab
 
 logger = logging.getLogger(__name__)
 
 app = cloudq.App("shop")
+
+app.conf.beat_schedule = {
+    # sent by `cloudq beat` (and by `cloudq dev`), or by EventBridge after `cloudq schedule sync`
+    "heartbeat": {"task": "shop.tasks.add", "schedule": 2.0, "args": (1, 1)},
+    "daily-report": {
+        "task": "shop.tasks.report", "schedule": crontab(hour=7, minute=30),
+        "kwargs": {"kind": "sales"}, "options": {"queue": "reports"},
+    },
+}
+app.conf.beat_timezone = "Europe/Berlin"
 
 
 @app.task(name="shop.tasks.add")
@@ -51,6 +62,12 @@ def send_email(
         raise ConnectionError(f"mail server busy (attempt {attempt})")
     logger.info("sent %r to %s on attempt %d", subject, to, attempt)
     return {"to": to, "subject": subject, "attempts": attempt}
+
+
+@app.task(name="shop.tasks.report")
+def report(kind: str) -> str:
+    """A periodic task: the daily report, at 07:30 Berlin time."""
+    return f"{kind} report done"
 
 
 @app.task(name="shop.tasks.apply_coupon")

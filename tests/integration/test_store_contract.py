@@ -191,3 +191,36 @@ def test_get_many_across_more_than_100_keys(store: Store) -> None:
 
     assert set(found) == set(keys)
     assert all(found[key]["n"] == i for i, key in enumerate(keys))
+
+
+def test_put_if_version_creates_only_when_absent(store: Store) -> None:
+    assert store.put_if_version("beat#a", {"version": 1, "tick": "t1"}, expected=None,
+                                ttl_s=DAY_S) is True
+    assert store.put_if_version("beat#a", {"version": 1, "tick": "t9"}, expected=None,
+                                ttl_s=DAY_S) is False
+    item = store.get("beat#a")
+    assert item is not None and item["tick"] == "t1"
+
+
+def test_put_if_version_needs_the_version_that_was_read(store: Store) -> None:
+    store.put_if_version("beat#a", {"version": 1, "tick": "t1"}, expected=None, ttl_s=DAY_S)
+
+    first = store.put_if_version("beat#a", {"version": 2, "tick": "t2"}, expected=1, ttl_s=DAY_S)
+    second = store.put_if_version("beat#a", {"version": 2, "tick": "t2'"}, expected=1,
+                                  ttl_s=DAY_S)
+
+    item = store.get("beat#a")
+    assert (first, second) == (True, False)
+    assert item is not None and item["tick"] == "t2" and item["version"] == 2
+
+
+def test_put_if_version_with_a_version_fails_on_a_missing_item(store: Store) -> None:
+    assert store.put_if_version("beat#a", {"version": 2}, expected=1, ttl_s=DAY_S) is False
+    assert store.get("beat#a") is None
+
+
+def test_put_if_version_treats_an_expired_item_as_absent(store: Store) -> None:
+    store.put("beat#a", {"version": 7}, ttl_s=-5)
+
+    assert store.put_if_version("beat#a", {"version": 7}, expected=7, ttl_s=DAY_S) is False
+    assert store.put_if_version("beat#a", {"version": 1}, expected=None, ttl_s=DAY_S) is True
