@@ -30,6 +30,7 @@ from cloudq.errors import DecodeError, SignatureError
 VERSION: Literal[1] = 1
 BEAT_NAMESPACE = uuid.UUID("5b0c39f1-7d3e-4c1a-9a57-1f3c2e6d8b40")
 """Task ids of periodic ticks are uuid5(BEAT_NAMESPACE, "<schedule name>@<tick time>")."""
+TEMPLATE_HEADERS = ("periodic_task_name", "periodic_tick")
 SCHEDULED_TIME = "<aws.scheduler.scheduled-time>"
 """What EventBridge Scheduler replaces with a tick's scheduled time in a target's input."""
 
@@ -175,6 +176,8 @@ def encode_template(envelope: Envelope, name: str, *, at: str = SCHEDULED_TIME,
     EventBridge) when the message arrives."""
     frame = envelope.model_dump(mode="json", exclude={"id", "root_id", "sent_at", "eta",
                                                       "expires", "compression"})
+    frame["headers"] = {key: value for key, value in frame["headers"].items()
+                        if key not in TEMPLATE_HEADERS}  # decode sets them from the tick
     frame["beat"] = {"name": name, "at": at}
     if expires_s is not None:
         frame["beat"]["expires_s"] = expires_s
@@ -197,7 +200,7 @@ def _from_template(frame: dict[str, Any]) -> dict[str, Any]:
         raise DecodeError(f"bad periodic task template: headers must be an object, not {headers!r}")
     return {
         **frame, "id": task_id, "root_id": task_id, "sent_at": at,
-        "headers": {**headers, "periodic_task_name": name, "periodic_tick": tick_text(at)},
+        "headers": {**headers, **dict(zip(TEMPLATE_HEADERS, (name, tick_text(at)), strict=True))},
         "expires": at + timedelta(seconds=float(expires_s)) if expires_s is not None else None,
     }
 

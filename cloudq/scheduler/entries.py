@@ -26,7 +26,12 @@ BEAT_OPTIONS = frozenset({"queue", "priority", "expires", "headers", "time_limit
                           "link_error", "countdown", "eta"})
 """What ``options`` may hold (the local beat passes them to ``apply_async``)."""
 PERIODIC_TASK_NAME = "periodic_task_name"
-"""The header every periodic task message carries (Celery's)."""
+"""The header every periodic task message carries (Celery's); ``periodic_tick`` is the other."""
+
+
+def periodic_headers(name: str, at: datetime) -> dict[str, str]:
+    """The headers of entry ``name``'s tick at ``at`` (as ``message.decode`` gives a template)."""
+    return {PERIODIC_TASK_NAME: name, "periodic_tick": wire.tick_text(at)}
 
 
 @dataclass(frozen=True)
@@ -45,7 +50,7 @@ class Entry:
         from cloudq.sending import build_envelope
 
         options = dict(self.options)
-        headers = {**(options.pop("headers", None) or {}), PERIODIC_TASK_NAME: self.name}
+        headers = {**(options.pop("headers", None) or {}), **periodic_headers(self.name, at)}
         try:
             return build_envelope(app, self.task, self.args, self.kwargs,
                                   task_id=wire.tick_id(self.name, at), headers=headers, **options)

@@ -6,9 +6,10 @@ the same times as the crontab in the same time zone (tests compare 100 fire time
 interval of whole minutes becomes ``rate(N unit)``. What EventBridge cannot express is either
 served another way or refused with the entry's name and the reason:
 
-* an interval that is not whole minutes but whose least common multiple with 60 s is at most
-  15 minutes (15 s, 20 s, 45 s, 90 s...) becomes a ``rate()`` of that multiple whose message is
-  the built-in ``cloudq.fanout`` task: it sends the ticks of that span with SQS delays;
+* an interval of whole seconds that is not whole minutes, whose least common multiple with
+  60 s is at most 900 s past the interval (15 s, 20 s, 45 s, 90 s...), becomes a ``rate()`` of
+  that multiple whose message is the built-in ``cloudq.fanout`` task: it sends the ticks of
+  that span with SQS delays;
 * other intervals, and crontabs that restrict both day of month and day of week (cloudq needs
   both to match; EventBridge cannot say that), are refused;
 * solar entries become one-time ``at()`` schedules, ``beat_solar_days`` ahead (Scheduler only).
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from cloudq import message as wire
 from cloudq.errors import ScheduleError
-from cloudq.scheduler.entries import PERIODIC_TASK_NAME, Entry, load_entries
+from cloudq.scheduler.entries import Entry, load_entries
 from cloudq.scheduler.schedules import (
     DAY_OF_MONTH,
     HOUR,
@@ -46,11 +47,12 @@ if TYPE_CHECKING:
 
 Target = Literal["scheduler", "rules"]
 FANOUT_TASK = "cloudq.fanout"
+FANOUT_SUFFIX = "#fanout"
 MAX_DELAY_S = 900
 MAX_INPUT_CHARS = 8192
 """The largest target input EventBridge accepts."""
 TEMPLATE_OPTIONS = frozenset({"queue", "priority", "expires", "headers", "time_limit",
-                              "soft_time_limit", "message_group_id"})
+                              "soft_time_limit"})
 """Options a template can carry (the others make no sense for a message sent by AWS)."""
 NAME_CHARS = re.compile(r"[^0-9A-Za-z_.-]")
 MAX_NAME = 64
@@ -80,7 +82,6 @@ class Wanted:
     queue: str
     """The physical SQS queue it sends to."""
     input: str
-    message_group_id: str | None = None
     one_time: bool = False
 
     def export(self) -> dict[str, Any]:
@@ -165,10 +166,10 @@ def rate_expression(name: str, seconds: float) -> Expression:
                               every_s=int(seconds), copies=span // int(seconds))
     raise ScheduleError(
         f"schedule {name!r}: every {seconds:g} s cannot run on EventBridge, which fires in "
-        "whole minutes: cloudq serves intervals of whole seconds whose least common multiple "
-        f"with 60 s is at most {MAX_DELAY_S // 60 + 1} minutes (5, 10, 15, 20, 30, 45, 90 s...) "
-        "by sending the ticks in between with SQS delays, and this one is not such an interval. "
-        "Use such an interval, or run it with `cloudq beat`")
+        "whole minutes: cloudq serves an interval of whole seconds by sending the ticks between "
+        "two EventBridge runs with SQS delays, which needs the interval's least common multiple "
+        f"with 60 s to be at most {MAX_DELAY_S} s past the interval (5, 10, 15, 20, 30, 45, "
+        "90 s... qualify). Use such an interval, or run it with `cloudq beat`")
 
 
 # -- the wanted set -------------------------------------------------------------------------------
@@ -251,17 +252,25 @@ def _one(app: App, entry: Entry, *, expression: str, timezone: str, at: str, nam
             "name": entry.name, "task": entry.task, "args": list(entry.args),
             "kwargs": entry.kwargs, "options": entry.options,
             "every_s": fanout.every_s, "copies": fanout.copies,
-        }, queue=envelope.queue, headers={PERIODIC_TASK_NAME: entry.name})
+        }, queue=envelope.queue)
         expires_s = None
-    body = wire.encode_template(envelope, entry.name, at=at, expires_s=expires_s,
+        template_name = f"{entry.name}{FANOUT_SUFFIX}"  # its own task id, not its first tick's
+    else:
+        template_name = entry.name
+    body = wire.encode_template(envelope, template_name, at=at, expires_s=expires_s,
                                 signing_key=app.settings.signing_key)
     if len(body) > MAX_INPUT_CHARS:
         raise ScheduleError(f"schedule {entry.name!r}: its message is {len(body)} characters, "
                             f"over EventBridge's {MAX_INPUT_CHARS}; pass less in args/kwargs")
     queue = envelope.queue or app.settings.task_default_queue
+    if queue.endswith(".fifo"):
+        raise ScheduleError(
+            f"schedule {entry.name!r}: EventBridge cannot send to FIFO queue {queue!r}: cloudq's "
+            "FIFO queues deduplicate by task id, which EventBridge's message does not have. "
+            "Send periodic tasks to a standard queue, or run them with `cloudq beat`")
     return Wanted(name=name, entry=entry.name, task=entry.task, expression=expression,
                   timezone=timezone, queue=app.settings.queue_prefix + queue, input=body,
-                  message_group_id=envelope.message_group_id, one_time=one_time)
+                  one_time=one_time)
 
 
 def export_json(wanted_list: list[Wanted]) -> str:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from cloudq import message as wire
 from cloudq.errors import ValidationError
-from cloudq.scheduler.entries import PERIODIC_TASK_NAME
+from cloudq.scheduler.entries import periodic_headers
 from cloudq.sending import build_envelope, publish
 
 if TYPE_CHECKING:
@@ -30,12 +30,13 @@ def send_ticks(app: App, request: Request, *, name: str, task: str, args: list[A
                               "(no periodic_tick header)")
     start = datetime.fromisoformat(tick)
     options = dict(options)
-    headers = {**(options.pop("headers", None) or {}), PERIODIC_TASK_NAME: name}
+    headers = options.pop("headers", None) or {}
     envelopes = []
     for index in range(copies):
         at = start + timedelta(seconds=index * every_s)
         envelopes.append(build_envelope(
             app, task, args, kwargs, task_id=wire.tick_id(name, at),
-            eta=at if at > wire.utcnow() else None, headers=headers, **options))
+            eta=at if at > wire.utcnow() else None,
+            headers={**headers, **periodic_headers(name, at)}, **options))
     publish(app, envelopes)
     return len(envelopes)

@@ -23,6 +23,8 @@ from cloudq.errors import ScheduleError
 
 MAX_STEPS = 10_000
 """Candidates a search looks at before it gives up (a crontab that never matches, say)."""
+REPEATED_HOURS_AHEAD = timedelta(hours=2, seconds=1)
+"""How far the clock can go back at a daylight-saving change (any zone, with room)."""
 
 
 class schedstate(NamedTuple):
@@ -173,7 +175,9 @@ def parse_field(spec: Any, field: CronField) -> frozenset[int]:
 def _part(part: str, field: CronField, spec: Any) -> set[int]:
     body, _, step_text = part.partition("/")
     step = 1
-    if step_text:
+    if "/" in part:
+        if not step_text.strip():
+            raise _bad(field, spec, f"{part!r} has no step after '/'")
         step = _number(step_text, field, spec, names=False)
         if step < 1:
             raise _bad(field, spec, f"step {step_text!r} must be at least 1")
@@ -258,8 +262,12 @@ class crontab(Schedule):
 
         walker = croniter(self.expression, local, day_or=False)
         for _ in range(MAX_STEPS):
-            yield walker.get_next(datetime) if forward else walker.get_prev(datetime)
-        raise ScheduleError(f"{self!r}: no tick found within {MAX_STEPS} candidates")
+            try:
+                yield walker.get_next(datetime) if forward else walker.get_prev(datetime)
+            except (ValueError, OverflowError):  # ran off the calendar (year 1 or 9999)
+                break
+        raise ScheduleError(f"{self!r}: no tick found (it may never exist on the clock of "
+                            "this time zone)")
 
     def next_after(self, moment: datetime, tz: str | tzinfo = UTC) -> datetime:
         moment, where = _aware(moment), zone(tz)
@@ -273,7 +281,9 @@ class crontab(Schedule):
     def last_at_or_before(self, moment: datetime, tz: str | tzinfo = UTC) -> datetime:
         moment, where = _aware(moment), zone(tz)
         local = moment.astimezone(where).replace(tzinfo=None, microsecond=0)
-        for wall in self._walk(local + timedelta(seconds=1), forward=False):
+        # from a little ahead on the clock: in a repeated hour, ticks later on the clock may
+        # be earlier in time (the first pass)
+        for wall in self._walk(local + REPEATED_HOURS_AHEAD, forward=False):
             at = _on_the_clock(wall, where)
             if at is not None and at <= moment:
                 return at
@@ -327,6 +337,9 @@ class solar(Schedule):
     not happen (polar day or night) have no tick."""
 
     def __init__(self, event: str, lat: float, lon: float) -> None:
+        for label, value in (("latitude", lat), ("longitude", lon)):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ScheduleError(f"solar {label} must be a number, got {value!r}")
         if event not in SOLAR_EVENTS:
             raise ScheduleError(f"unknown solar event {event!r}; choose one of "
                                 f"{', '.join(SOLAR_EVENTS)}")

@@ -72,8 +72,10 @@ def sync(app: App, *, target: Target = "scheduler", role_arn: str | None = None,
     report = SyncReport(target=target, group=group, dry_run=dry_run)
     existing = backend.existing()
     for item in desired:
-        spec = backend.spec(item, arns[item.queue], role_arn)
         current = existing.pop(item.name, None)
+        # with no role given, a schedule keeps the role it has
+        spec = backend.spec(item, arns[item.queue],
+                            role_arn or (current or {}).get("role"))
         if current is None:
             report.changes.append(Change("create", item.name, _describe(item)))
         elif (difference := _difference(current, spec)):
@@ -82,7 +84,7 @@ def sync(app: App, *, target: Target = "scheduler", role_arn: str | None = None,
             report.unchanged.append(item.name)
             continue
         if not dry_run:
-            if role_arn is None and target == "scheduler":
+            if spec.get("role", "") is None:
                 raise ConfigError(
                     "EventBridge Scheduler needs an IAM role it can assume to send to SQS: pass "
                     "--role-arn or set beat_role_arn (CLOUDQ_BEAT_ROLE_ARN)")
@@ -122,7 +124,7 @@ def _queue_arn(app: App, queue: str) -> str:
 class _Backend:
     """One kind of EventBridge schedule: read what is there, write one, delete one.
 
-    ``spec`` is the comparable form: expression, timezone, target arn, role, input, group."""
+    ``spec`` is the comparable form: expression, timezone, target arn, role, input, state."""
 
     def existing(self) -> dict[str, dict[str, Any]]:
         raise NotImplementedError
@@ -159,9 +161,7 @@ class _Scheduler(_Backend):
                 "expression": got.get("ScheduleExpression"),
                 "timezone": got.get("ScheduleExpressionTimezone", "UTC"),
                 "arn": target.get("Arn"), "role": target.get("RoleArn"),
-                "input": target.get("Input"),
-                "group_id": target.get("SqsParameters", {}).get("MessageGroupId"),
-                "state": got.get("State"),
+                "input": target.get("Input"), "state": got.get("State"),
             }
         return found
 
@@ -179,15 +179,11 @@ class _Scheduler(_Backend):
 
     def spec(self, item: Wanted, arn: str, role_arn: str | None) -> dict[str, Any]:
         return {"expression": item.expression, "timezone": item.timezone, "arn": arn,
-                "role": role_arn, "input": item.input, "group_id": item.message_group_id,
-                "state": "ENABLED"}
+                "role": role_arn, "input": item.input, "state": "ENABLED"}
 
     def put(self, item: Wanted, spec: dict[str, Any], *, create: bool) -> None:
         self._ensure_group()
-        target: dict[str, Any] = {"Arn": spec["arn"], "RoleArn": spec["role"],
-                                  "Input": item.input}
-        if item.message_group_id:
-            target["SqsParameters"] = {"MessageGroupId": item.message_group_id}
+        target = {"Arn": spec["arn"], "RoleArn": spec["role"], "Input": item.input}
         params: dict[str, Any] = {
             "GroupName": self.group, "Name": item.name,
             "ScheduleExpression": item.expression,
@@ -234,7 +230,6 @@ class _Rules(_Backend):
                 "expression": rule.get("ScheduleExpression"), "timezone": "UTC",
                 "arn": target.get("Arn"),
                 "input": target.get("InputTransformer", {}).get("InputTemplate"),
-                "group_id": target.get("SqsParameters", {}).get("MessageGroupId"),
                 "state": rule.get("State"),
             }
         return found
@@ -253,7 +248,7 @@ class _Rules(_Backend):
 
     def spec(self, item: Wanted, arn: str, role_arn: str | None) -> dict[str, Any]:
         return {"expression": item.expression, "timezone": "UTC", "arn": arn,
-                "input": item.input, "group_id": item.message_group_id, "state": "ENABLED"}
+                "input": item.input, "state": "ENABLED"}
 
     def put(self, item: Wanted, spec: dict[str, Any], *, create: bool) -> None:
         self.client.put_rule(
@@ -264,8 +259,6 @@ class _Rules(_Backend):
             "InputTransformer": {"InputPathsMap": {RULE_TIME.strip("<>"): "$.time"},
                                  "InputTemplate": item.input},
         }
-        if item.message_group_id:
-            target["SqsParameters"] = {"MessageGroupId": item.message_group_id}
         self.client.put_targets(Rule=item.name, Targets=[target])
         logger.info("%s rule %s: %s", "created" if create else "updated", item.name,
                     item.expression)

@@ -24,7 +24,8 @@ from cloudq.localaws import LocalAws
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-COMMANDS = ("poll", "provision", "dev", "call", "result", "purge")
+COMMANDS = ("poll", "provision", "dev", "call", "result", "purge", "beat", "schedule export",
+            "schedule sync")
 
 APP_SOURCE = """\
 import cloudq
@@ -323,7 +324,7 @@ def test_a_module_that_fails_to_import_shows_why(tmp_path: Path, app_spec: str) 
 # -- help and packaging --------------------------------------------------------------------------
 @pytest.mark.parametrize("command", COMMANDS)
 def test_help_shows_examples(command: str) -> None:
-    result = CliRunner().invoke(cli, [command, "--help"])
+    result = CliRunner().invoke(cli, [*command.split(), "--help"])
 
     assert result.exit_code == 0
     assert "Examples:" in result.stdout
@@ -337,7 +338,7 @@ def test_only_the_commands_that_exist_are_listed() -> None:
 
     listed = {line.split()[0] for line in result.stdout.split("Commands:")[1].splitlines()
               if line.strip()}
-    assert listed == set(COMMANDS)
+    assert listed == {command.split()[0] for command in COMMANDS}
 
 
 def test_dev_refuses_another_endpoint(run: CliRunnerCall) -> None:
@@ -372,3 +373,21 @@ def test_the_demo_runs_to_success() -> None:
     assert "All 5 tasks behaved as expected." in result.stdout
     assert "cloudq dev: local AWS at http://127.0.0.1:" in result.stdout
     assert "raised ValueError: coupon 'SPRING24' has expired" in result.stdout
+
+
+def test_beat_refuses_an_app_without_periodic_tasks(run: CliRunnerCall) -> None:
+    result = run("beat")
+
+    assert result.exit_code != 0
+    assert "beat_schedule is empty" in result.output
+
+
+def test_beat_names_a_bad_entry_before_it_starts(
+        run: CliRunnerCall, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLOUDQ_BEAT_SCHEDULE",
+                       '{"nightly": {"task": "clitest.add", "schedule": 60, "args": [1, "x"]}}')
+
+    result = run("beat")
+
+    assert result.exit_code != 0
+    assert "beat_schedule['nightly']" in result.output
