@@ -166,16 +166,10 @@ class _Scheduler(_Backend):
         return found
 
     def _pages(self) -> Iterator[dict[str, Any]]:
-        token = None
-        while True:
-            kwargs: dict[str, Any] = {"GroupName": self.group, "MaxResults": 100}
-            if token:
-                kwargs["NextToken"] = token
-            page = self.client.list_schedules(**kwargs)
+        pages = self.client.get_paginator("list_schedules").paginate(
+            GroupName=self.group, PaginationConfig={"PageSize": 100})
+        for page in pages:
             yield from page.get("Schedules", [])
-            token = page.get("NextToken")
-            if not token:
-                return
 
     def spec(self, item: Wanted, arn: str, role_arn: str | None) -> dict[str, Any]:
         return {"expression": item.expression, "timezone": item.timezone, "arn": arn,
@@ -235,16 +229,8 @@ class _Rules(_Backend):
         return found
 
     def _pages(self) -> Iterator[dict[str, Any]]:
-        token = None
-        while True:
-            kwargs: dict[str, Any] = {"NamePrefix": self.prefix}
-            if token:
-                kwargs["NextToken"] = token
-            page = self.client.list_rules(**kwargs)
+        for page in self.client.get_paginator("list_rules").paginate(NamePrefix=self.prefix):
             yield from page.get("Rules", [])
-            token = page.get("NextToken")
-            if not token:
-                return
 
     def spec(self, item: Wanted, arn: str, role_arn: str | None) -> dict[str, Any]:
         return {"expression": item.expression, "timezone": "UTC", "arn": arn,
