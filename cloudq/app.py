@@ -17,6 +17,7 @@ from cloudq.routing import Router
 from cloudq.task import TASK_OPTIONS, Task
 
 if TYPE_CHECKING:
+    from cloudq.aio import AsyncFace
     from cloudq.aws import AwsClients
     from cloudq.message import Envelope
     from cloudq.payloads import S3Payloads
@@ -78,6 +79,7 @@ class App:
         self._store = store
         self._injected = (transport is not None, store is not None)
         self._payloads: dict[str, S3Payloads] = {}
+        self._aio: tuple[Transport, Store, AsyncFace] | None = None
         self.conf = Conf(settings, on_change=self._settings_changed)
         from cloudq.canvas.builtins import register_builtins
 
@@ -108,6 +110,7 @@ class App:
         with self._lock:
             for derived in ("router", "backend", "aws"):
                 self.__dict__.pop(derived, None)
+            self._aio = None
             self._payloads.clear()
             if not self._injected[0]:
                 self._transport = None
@@ -177,13 +180,10 @@ class App:
     ) -> AsyncResult[Any]:
         """Send a task by name; the task need not be importable here."""
         from cloudq.result import AsyncResult
-        from cloudq.sending import build_envelope, publish
+        from cloudq.sending import publish
 
-        task = options.pop("task", None) or self.tasks.get(name)
-        envelope = build_envelope(
-            self, name, args, kwargs, task=task, countdown=countdown, eta=eta, expires=expires,
-            **options,
-        )
+        task, envelope = self._envelope(name, args, kwargs, countdown=countdown, eta=eta,
+                                        expires=expires, **options)
         if self.settings.task_always_eager and task is not None:
             from cloudq.runners.eager import apply_envelope
 
@@ -191,11 +191,48 @@ class App:
         publish(self, [envelope])
         return AsyncResult(envelope.id, app=self, task_name=name)
 
+    async def asend_task(
+        self,
+        name: str,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        countdown: float | None = None,
+        eta: datetime | None = None,
+        expires: float | timedelta | datetime | None = None,
+        **options: Any,
+    ) -> AsyncResult[Any]:
+        """``send_task`` without blocking the event loop (aioboto3)."""
+        from cloudq.aio import apublish
+        from cloudq.result import AsyncResult
+
+        task, envelope = self._envelope(name, args, kwargs, countdown=countdown, eta=eta,
+                                        expires=expires, **options)
+        if self.settings.task_always_eager and task is not None:
+            from cloudq.runners.eager import apply_envelope
+
+            return apply_envelope(self, task, envelope)
+        await apublish(self, [envelope])
+        return AsyncResult(envelope.id, app=self, task_name=name)
+
+    def _envelope(self, name: str, args: Sequence[Any] | None,
+                  kwargs: Mapping[str, Any] | None, **options: Any) -> tuple[Any, Envelope]:
+        from cloudq.sending import build_envelope
+
+        task = options.pop("task", None) or self.tasks.get(name)
+        return task, build_envelope(self, name, args, kwargs, task=task, **options)
+
     def publish(self, envelopes: Sequence[Envelope]) -> None:
         """Send ready-made envelopes, batched per queue."""
         from cloudq.sending import publish
 
         publish(self, envelopes)
+
+    async def apublish(self, envelopes: Sequence[Envelope]) -> None:
+        """``publish`` without blocking the event loop."""
+        from cloudq.aio import apublish
+
+        await apublish(self, envelopes)
 
     def AsyncResult(self, task_id: str) -> AsyncResult[Any]:
         from cloudq.result import AsyncResult
@@ -226,6 +263,23 @@ class App:
 
                 self._store = DynamoStore(self.aws, self.settings.result_table)
             return self._store
+
+    @property
+    def aio(self) -> AsyncFace:
+        """The awaitable face's I/O (aioboto3 clients, created lazily per event loop)."""
+        from cloudq.aio import face_for
+
+        transport, store = self.transport, self.store
+        with self._lock:
+            face = self._aio
+            if face is None or face[0] is not transport or face[1] is not store:
+                self._aio = face = (transport, store, face_for(self))
+            return face[2]
+
+    async def aclose(self) -> None:
+        """Close this event loop's aioboto3 clients (e.g. in a FastAPI lifespan's shutdown)."""
+        if self._aio is not None:
+            await self._aio[2].close()
 
     @cached_property
     def backend(self) -> ResultBackend:

@@ -95,16 +95,20 @@ class AwsClients:
         if self._session is None:
             import boto3.session
 
-            session = boto3.session.Session(region_name=self.region)
-            if self.endpoint_url and session.get_credentials() is None:
-                logger.debug("no AWS credentials found; using dummy ones for %s", self.endpoint_url)
-                session = boto3.session.Session(
-                    aws_access_key_id=DUMMY_ACCESS_KEY,
-                    aws_secret_access_key=DUMMY_SECRET_KEY,
-                    region_name=self.region,
-                )
-            self._session = session
+            self._session = boto3.session.Session(**self.session_kwargs())
         return self._session
+
+    def session_kwargs(self) -> dict[str, Any]:
+        """How to build a session (boto3's or aioboto3's): the region, and dummy credentials
+        when talking to a local endpoint with none configured."""
+        import boto3.session
+
+        kwargs: dict[str, Any] = {"region_name": self.region}
+        if self.endpoint_url and boto3.session.Session(**kwargs).get_credentials() is None:
+            logger.debug("no AWS credentials found; using dummy ones for %s", self.endpoint_url)
+            kwargs.update(aws_access_key_id=DUMMY_ACCESS_KEY,
+                          aws_secret_access_key=DUMMY_SECRET_KEY)
+        return kwargs
 
 
 class RequestCounter:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -25,6 +27,18 @@ def poll_intervals(first_s: float = FIRST_POLL_S, max_s: float = MAX_POLL_S) -> 
     while True:
         yield interval
         interval = min(max_s, interval * 1.5)
+
+
+def waits(timeout: float | None, interval: float = MAX_POLL_S) -> Iterator[float | None]:
+    """Pauses between polls (adaptive back-off, cut to the time left), then None once
+    ``timeout`` has passed: the one waiting rule of ``get`` and ``aget``."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    for pause in poll_intervals(max_s=interval):
+        if deadline is None:
+            yield pause
+            continue
+        left = deadline - time.monotonic()
+        yield min(pause, left) if left > 0 else None
 
 
 class AsyncResult(Generic[R]):
@@ -98,24 +112,44 @@ class AsyncResult(Generic[R]):
         ``cloudq.TimeoutError`` after ``timeout`` seconds, and with ``propagate`` re-raises the
         task's exception (its own type when importable) or TaskRevokedError.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        for pause in poll_intervals(max_s=interval):
+        for pause in waits(timeout, interval):
             meta = self._meta()
             if meta.ready:
                 value: R = self._outcome(meta, propagate)
                 return value
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(
-                        f"task {self.task_name or meta.name or ''}[{self.id}] not ready after "
-                        f"{timeout}s (state {meta.state})"
-                    )
-                pause = min(pause, left)
+            if pause is None:
+                raise self._timeout(meta, timeout)
             time.sleep(pause)
         raise AssertionError("unreachable")  # pragma: no cover
 
     wait = get
+
+    async def aget(self, timeout: float | None = None, propagate: bool = True,
+                   interval: float = MAX_POLL_S) -> R:
+        """``get`` from async code: awaits between polls instead of blocking the loop."""
+        from cloudq.results import task_key
+
+        for pause in waits(timeout, interval):
+            meta = self.app.backend.meta_from(self.id, await self.app.aio.get_item(
+                task_key(self.id)))
+            if meta.ready:
+                value: R = self._outcome(meta, propagate)
+                return value
+            if pause is None:
+                raise self._timeout(meta, timeout)
+            await asyncio.sleep(pause)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def astate(self) -> str:
+        """The state, read without blocking the loop."""
+        from cloudq.results import task_key
+
+        item = await self.app.aio.get_item(task_key(self.id))
+        return self.app.backend.meta_from(self.id, item).state
+
+    def _timeout(self, meta: ResultMeta, timeout: float | None) -> TimeoutError:
+        return TimeoutError(f"task {self.task_name or meta.name or ''}[{self.id}] not ready "
+                            f"after {timeout}s (state {meta.state})")
 
     def _outcome(self, meta: ResultMeta, propagate: bool) -> Any:
         if propagate and meta.state == states.FAILURE:

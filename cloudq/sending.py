@@ -198,20 +198,37 @@ def encode_for_queue(app: App, envelope: wire.Envelope) -> Prepared:
     return Prepared(queue=queue, outgoing=outgoing, payload=payload)
 
 
-def publish(app: App, envelopes: Sequence[wire.Envelope]) -> None:
-    """Send envelopes, batching per queue (10 per call). Encoding errors raise before any I/O."""
+@dataclass(frozen=True)
+class Outbox:
+    """What sending some envelopes takes: S3 objects to write first, then bodies per queue."""
+
+    payloads: list[tuple[str, str, str]]
+    by_queue: dict[str, list[OutgoingMessage]]
+
+
+def outbox(app: App, envelopes: Sequence[wire.Envelope]) -> Outbox:
+    """Encode envelopes for sending (I/O-free; encoding errors raise here, before any I/O)."""
     prepared = [encode_for_queue(app, envelope) for envelope in envelopes]
-    for item in prepared:
-        if item.payload is not None:
-            bucket, key, body = item.payload
-            app.payloads(bucket).put(key, body)
     by_queue: dict[str, list[OutgoingMessage]] = defaultdict(list)
     for item in prepared:
         by_queue[item.queue].append(item.outgoing)
-    for queue, outgoing in by_queue.items():
+    return Outbox([item.payload for item in prepared if item.payload is not None],
+                  dict(by_queue))
+
+
+def publish(app: App, envelopes: Sequence[wire.Envelope]) -> None:
+    """Send envelopes, batching per queue (10 per call). Encoding errors raise before any I/O."""
+    box = outbox(app, envelopes)
+    for bucket, key, body in box.payloads:
+        app.payloads(bucket).put(key, body)
+    for queue, outgoing in box.by_queue.items():
         if len(outgoing) == 1:
             app.transport.send(queue, outgoing[0])
         else:
             app.transport.send_batch(queue, outgoing)
+    log_sent(envelopes)
+
+
+def log_sent(envelopes: Sequence[wire.Envelope]) -> None:
     for envelope in envelopes:
         logger.debug("sent %s[%s] to %s", envelope.task, envelope.id, envelope.queue)

@@ -188,6 +188,21 @@ class Task(Generic[P, R]):
             **options,
         )
 
+    async def adelay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult[R]:
+        """``delay`` from async code: sends without blocking the event loop (aioboto3)."""
+        return await self.aapply_async(args, kwargs)
+
+    async def aapply_async(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> AsyncResult[R]:
+        """``apply_async`` from async code; takes the same options."""
+        result: AsyncResult[R] = await self.app.asend_task(self.name, args, kwargs, task=self,
+                                                           **options)
+        return result
+
     def apply(
         self,
         args: Sequence[Any] | None = None,

@@ -221,14 +221,32 @@ def run_plan(app: App, plan: Plan) -> None:
 # -- the entry points -----------------------------------------------------------------------
 def apply_signature(app: App, sig: Signature) -> Any:
     """``sig.apply_async()``: freeze, then send (or, eagerly, run here)."""
+    handle, plan = planned(app, sig)
+    if plan is not None:
+        run_plan(app, plan)
+    return handle
+
+
+async def aapply_signature(app: App, sig: Signature) -> Any:
+    """``await sig.aapply_async()``: the same plan, sent without blocking the loop."""
+    from cloudq.aio import arun_plan
+
+    handle, plan = planned(app, sig)
+    if plan is not None:
+        await arun_plan(app, plan)
+    return handle
+
+
+def planned(app: App, sig: Signature) -> tuple[Any, Plan | None]:
+    """Freeze ``sig`` and plan what sending it writes and sends (I/O-free); eagerly, run it
+    and return its result with no plan."""
     sig = normalize(sig)
     handle = freeze(app, sig)
     if app.settings.task_always_eager:
-        return _eager(app, sig, handle)
+        return _eager(app, sig, handle), None
     plan = Plan()
     expand(app, sig.to_dict(), (), plan)
-    run_plan(app, plan)
-    return handle
+    return handle, plan
 
 
 def _eager(app: App, sig: Signature, handle: Any) -> Any:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from cloudq import states
 from cloudq.errors import TaskRevokedError, TimeoutError
-from cloudq.result import MAX_POLL_S, AsyncResult, poll_intervals
+from cloudq.result import MAX_POLL_S, AsyncResult, waits
 
 if TYPE_CHECKING:
     from cloudq.app import App
@@ -59,22 +60,38 @@ class GroupResult:
     def get(self, timeout: float | None = None, propagate: bool = True,
             interval: float = MAX_POLL_S) -> list[Any]:
         """Wait for every member; return their results in order (raise the first failure)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        for pause in poll_intervals(max_s=interval):
+        for pause in waits(timeout, interval):
             metas = self._metas()
             if all(m.ready for m in metas):
                 return [self._value(m, propagate) for m in metas]
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    waiting = sum(1 for m in metas if not m.ready)
-                    raise TimeoutError(f"group {self.id}: {waiting} of {len(metas)} results "
-                                       f"not ready after {timeout}s")
-                pause = min(pause, left)
+            if pause is None:
+                raise self._timeout(metas, timeout)
             time.sleep(pause)
         raise AssertionError("unreachable")  # pragma: no cover
 
     join = get
+
+    async def aget(self, timeout: float | None = None, propagate: bool = True,
+                   interval: float = MAX_POLL_S) -> list[Any]:
+        """``get`` from async code: awaits between polls instead of blocking the loop."""
+        from cloudq.results import task_key
+
+        ids = [r.id for r in self.results]
+        backend = self.app.backend
+        for pause in waits(timeout, interval):
+            found = await self.app.aio.get_items([task_key(i) for i in ids])
+            metas = [backend.meta_from(i, found.get(task_key(i))) for i in ids]
+            if all(m.ready for m in metas):
+                return [self._value(m, propagate) for m in metas]
+            if pause is None:
+                raise self._timeout(metas, timeout)
+            await asyncio.sleep(pause)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _timeout(self, metas: list[ResultMeta], timeout: float | None) -> TimeoutError:
+        waiting = sum(1 for m in metas if not m.ready)
+        return TimeoutError(f"group {self.id}: {waiting} of {len(metas)} results not ready "
+                            f"after {timeout}s")
 
     @staticmethod
     def _value(meta: ResultMeta, propagate: bool) -> Any:

@@ -123,6 +123,17 @@ class Signature:
 
         return apply_signature(self.app, self.clone(args, kwargs, **options))
 
+    async def adelay(self, *args: Any, **kwargs: Any) -> Any:
+        """``delay`` from async code (aioboto3: the event loop is not blocked)."""
+        return await self.aapply_async(args, kwargs)
+
+    async def aapply_async(self, args: Sequence[Any] = (),
+                           kwargs: Mapping[str, Any] | None = None, **options: Any) -> Any:
+        """``apply_async`` from async code; returns AsyncResult, or GroupResult for a group."""
+        from cloudq.canvas.apply import aapply_signature
+
+        return await aapply_signature(self.app, self.clone(args, kwargs, **options))
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Run it here and now, in this process (``sig()``)."""
         from cloudq.canvas.apply import call_locally

@@ -74,10 +74,10 @@ class DynamoStore(Store):
     def get(self, key: str) -> Item | None:
         try:
             response = self._db.get_item(
-                TableName=self.table, Key=self._key(key), ConsistentRead=True)
+                TableName=self.table, Key=self.key(key), ConsistentRead=True)
         except ClientError as exc:
             raise self._error(exc) from exc
-        item = self._item(response.get("Item"))
+        item = self.item(response.get("Item"))
         return None if item is None or is_expired(item) else item
 
     def get_many(self, keys: Sequence[str]) -> dict[str, Item]:
@@ -85,13 +85,13 @@ class DynamoStore(Store):
         found: dict[str, Item] = {}
         for start in range(0, len(unique), BATCH_GET_KEYS):
             for raw in self._batch_get(unique[start:start + BATCH_GET_KEYS]):
-                item = self._item(raw)
+                item = self.item(raw)
                 if item is not None and not is_expired(item):
                     found[item[KEY_FIELD]] = item
         return found
 
     def _batch_get(self, keys: list[str]) -> list[Any]:
-        request: Any = {self.table: {"Keys": [self._key(k) for k in keys], "ConsistentRead": True}}
+        request: Any = {self.table: {"Keys": [self.key(k) for k in keys], "ConsistentRead": True}}
         raws: list[Any] = []
         for attempt in range(BATCH_GET_ATTEMPTS):
             if attempt:
@@ -111,7 +111,7 @@ class DynamoStore(Store):
     # -- writes -----------------------------------------------------------------------------------
     def put(self, key: str, item: Item, *, ttl_s: float) -> None:
         try:
-            self._db.put_item(TableName=self.table, Item=self._stamped(key, item, ttl_s))
+            self._db.put_item(TableName=self.table, Item=self.stamped(key, item, ttl_s))
         except ClientError as exc:
             raise self._error(exc) from exc
 
@@ -129,7 +129,7 @@ class DynamoStore(Store):
     ) -> bool:
         try:
             self._db.put_item(
-                TableName=self.table, Item=self._stamped(key, item, ttl_s),
+                TableName=self.table, Item=self.stamped(key, item, ttl_s),
                 ConditionExpression=condition,
                 ExpressionAttributeNames=_names(condition),
                 ExpressionAttributeValues=self._values({":now": _now(), **(values or {})}),
@@ -151,7 +151,7 @@ class DynamoStore(Store):
     def add_new_member(self, key: str, field: str, member: str, *, ttl_s: float) -> int | None:
         try:
             response = self._db.update_item(
-                TableName=self.table, Key=self._key(key), UpdateExpression=ADD_MEMBERS,
+                TableName=self.table, Key=self.key(key), UpdateExpression=ADD_MEMBERS,
                 ConditionExpression=NOT_A_MEMBER,
                 ExpressionAttributeNames=_names(ADD_MEMBERS, field),
                 ExpressionAttributeValues=self._values(
@@ -162,7 +162,7 @@ class DynamoStore(Store):
             if _code(exc) == "ConditionalCheckFailedException":
                 return None
             raise self._error(exc) from exc
-        item = self._item(response.get("Attributes")) or {}
+        item = self.item(response.get("Attributes")) or {}
         return len(item.get(field, ()))
 
     def increment(self, key: str, field: str, by: int = 1, *, ttl_s: float) -> int:
@@ -180,7 +180,7 @@ class DynamoStore(Store):
         for _ in range(EXPIRED_RETRIES):
             try:
                 response = self._db.update_item(
-                    TableName=self.table, Key=self._key(key),
+                    TableName=self.table, Key=self.key(key),
                     UpdateExpression=expression,
                     ConditionExpression=LIVE_OR_ABSENT,
                     ExpressionAttributeNames=_names(expression + LIVE_OR_ABSENT, field),
@@ -194,12 +194,12 @@ class DynamoStore(Store):
                 logger.debug("item %s in %s has expired; starting it afresh", key, self.table)
                 self._put_if(key, {}, ttl_s, STILL_EXPIRED)
                 continue
-            return self._item(response.get("Attributes")) or {}
+            return self.item(response.get("Attributes")) or {}
         raise StoreError(f"item {key!r} in {self.table!r} kept changing under an update")
 
     def delete(self, key: str) -> None:
         try:
-            self._db.delete_item(TableName=self.table, Key=self._key(key))
+            self._db.delete_item(TableName=self.table, Key=self.key(key))
         except ClientError as exc:
             raise self._error(exc) from exc
 
@@ -241,17 +241,17 @@ class DynamoStore(Store):
             logger.info("created DynamoDB table %s", self.table)
 
     # -- conversion -------------------------------------------------------------------------------
-    def _key(self, key: str) -> Any:
+    def key(self, key: str) -> Any:
         return {KEY_FIELD: {"S": key}}
 
-    def _stamped(self, key: str, item: Item, ttl_s: float) -> Any:
+    def stamped(self, key: str, item: Item, ttl_s: float) -> Any:
         return self._values({**item, KEY_FIELD: key, TTL_FIELD: expires_at(ttl_s)})
 
     def _values(self, values: Item) -> Any:
         return {name: self._serializer.serialize(_to_dynamo(value))
                 for name, value in values.items() if not _is_empty_set(value)}
 
-    def _item(self, raw: Any) -> Item | None:
+    def item(self, raw: Any) -> Item | None:
         if raw is None:
             return None
         return {name: _from_dynamo(self._deserializer.deserialize(value))

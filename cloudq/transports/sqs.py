@@ -100,8 +100,7 @@ class SqsTransport(Transport):
 
     def send_batch(self, queue: str, messages: Sequence[OutgoingMessage]) -> list[str]:
         ids: list[str] = []
-        for chunk in wire.chunks(messages, self.max_batch_bytes):
-            entries = [{"Id": str(i), **wire.send_params(queue, m)} for i, m in enumerate(chunk)]
+        for entries in wire.batch_entries(queue, messages, self.max_batch_bytes):
             sent = self._batch(queue, self._sqs.send_message_batch, entries)
             ids += [sent[entry["Id"]]["MessageId"] for entry in entries]
         return ids
@@ -119,19 +118,12 @@ class SqsTransport(Transport):
                 response = call(QueueUrl=url, Entries=list(pending.values()))
             except ClientError as exc:
                 raise self._error(exc, queue) from exc
-            for ok in response.get("Successful", []):
-                pending.pop(ok["Id"])
-                succeeded[ok["Id"]] = ok
-            failed = []
-            for failure in response.get("Failed", []):
-                if gone_ok and wire.error_code(failure["Code"]) in wire.MESSAGE_GONE:
-                    self._log_gone(queue, f"{failure['Code']}: {failure.get('Message')}")
-                    pending.pop(failure["Id"])
-                else:
-                    failed.append(failure)
+            failed, gone = wire.settle(pending, succeeded, response, gone_ok=gone_ok)
+            for failure in gone:
+                self._log_gone(queue, f"{failure['Code']}: {failure.get('Message')}")
             if not failed:
                 break
-            if attempt == 2 or any(f["SenderFault"] for f in failed):
+            if wire.refused(failed, attempt):
                 first = failed[0]
                 raise TransportError(
                     f"SQS refused {len(failed)} of {len(entries)} entries on "

@@ -64,6 +64,37 @@ def send_params(queue: str, message: OutgoingMessage) -> dict[str, Any]:
     return params
 
 
+def batch_entries(queue: str, messages: Sequence[OutgoingMessage],
+                  max_bytes: int) -> Iterator[list[dict[str, Any]]]:
+    """SendMessageBatch entries, chunked (Ids are positions in the chunk)."""
+    for chunk in chunks(messages, max_bytes):
+        yield [{"Id": str(i), **send_params(queue, m)} for i, m in enumerate(chunk)]
+
+
+def settle(pending: dict[str, Any], succeeded: dict[str, Any], response: Any,
+           *, gone_ok: bool = False) -> tuple[list[Any], list[Any]]:
+    """Fold one batch response in: successes leave ``pending`` for ``succeeded``.
+
+    Returns (failed entries to retry or report, entries whose message was already gone,
+    dropped when ``gone_ok``)."""
+    for ok in response.get("Successful", []):
+        pending.pop(ok["Id"])
+        succeeded[ok["Id"]] = ok
+    failed, gone = [], []
+    for failure in response.get("Failed", []):
+        if gone_ok and error_code(failure["Code"]) in MESSAGE_GONE:
+            pending.pop(failure["Id"])
+            gone.append(failure)
+        else:
+            failed.append(failure)
+    return failed, gone
+
+
+def refused(failed: list[Any], attempt: int) -> bool:
+    """Whether failed batch entries are final (the sender's fault, or the second attempt)."""
+    return attempt == 2 or any(f["SenderFault"] for f in failed)
+
+
 def size_bytes(message: OutgoingMessage) -> int:
     """What a message counts against SQS's payload limit: body plus attributes."""
     attributes = sum(len(k.encode()) + len(v.encode()) + len("String")

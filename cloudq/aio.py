@@ -1,0 +1,283 @@
+"""The awaitable face: ``adelay``, ``aapply_async``, ``asend_task``, ``aget`` on aioboto3.
+
+Only I/O lives here. What to send and how to read a result is the same I/O-free code the
+blocking face uses (``cloudq.sending.build_envelope``/``outbox``, ``cloudq.transports.sqs_wire``,
+``cloudq.results.ResultBackend.meta_from``, the canvas's ``freeze``/``expand``), so the two faces
+cannot drift apart.
+
+aioboto3 (``pip install 'cloudq[async]'``) is imported on first use, so ``import cloudq`` and the
+blocking API work without it. Its clients are created lazily, one set per event loop (an
+aiohttp session belongs to the loop that made it), and reused until ``await app.aclose()``.
+An app on the in-memory twins (``cloudq.testing``) gets in-memory async twins instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+from cloudq.errors import ConfigError, StoreError, TransportError
+from cloudq.stores.base import Item, is_expired
+from cloudq.transports import sqs_wire as wire
+from cloudq.transports.base import OutgoingMessage
+
+if TYPE_CHECKING:
+    from cloudq.app import App
+    from cloudq.aws import AwsClients
+    from cloudq.message import Envelope
+    from cloudq.stores.base import Store
+    from cloudq.transports.base import Transport
+
+logger = logging.getLogger(__name__)
+
+SERVICES = ("sqs", "dynamodb", "s3")
+
+
+class AsyncFace(Protocol):
+    """What the awaitable API needs from AWS: send, read and write items, store payloads."""
+
+    async def send(self, queue: str, messages: Sequence[OutgoingMessage]) -> None: ...
+
+    async def get_item(self, key: str) -> Item | None: ...
+
+    async def get_items(self, keys: Sequence[str]) -> dict[str, Item]: ...
+
+    async def put_item(self, key: str, item: Item, *, ttl_s: float) -> None: ...
+
+    async def put_payload(self, bucket: str, key: str, body: str) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+def face_for(app: App) -> AsyncFace:
+    """The app's async face: aioboto3 on AWS, or async twins of injected transport/store."""
+    from cloudq.stores.dynamodb import DynamoStore
+    from cloudq.transports.sqs import SqsTransport
+
+    if isinstance(app.transport, SqsTransport) and isinstance(app.store, DynamoStore):
+        return AioFace(app)
+    return TwinFace(app.transport, app.store)
+
+
+class TwinFace:
+    """The async face of an in-memory (or any blocking, non-AWS) transport and store."""
+
+    def __init__(self, transport: Transport, store: Store) -> None:
+        self.transport, self.store = transport, store
+
+    async def send(self, queue: str, messages: Sequence[OutgoingMessage]) -> None:
+        if len(messages) == 1:
+            self.transport.send(queue, messages[0])
+        else:
+            self.transport.send_batch(queue, messages)
+
+    async def get_item(self, key: str) -> Item | None:
+        return self.store.get(key)
+
+    async def get_items(self, keys: Sequence[str]) -> dict[str, Item]:
+        return self.store.get_many(keys)
+
+    async def put_item(self, key: str, item: Item, *, ttl_s: float) -> None:
+        self.store.put(key, item, ttl_s=ttl_s)
+
+    async def put_payload(self, bucket: str, key: str, body: str) -> None:
+        raise ConfigError("large payloads through S3 need the AWS transport")
+
+    async def close(self) -> None:
+        return None
+
+
+class AioFace:
+    """aioboto3 clients for one app, one set per running event loop."""
+
+    def __init__(self, app: App) -> None:
+        from cloudq.stores.dynamodb import DynamoStore
+        from cloudq.transports.sqs import SqsTransport
+
+        transport, store = app.transport, app.store
+        assert isinstance(transport, SqsTransport) and isinstance(store, DynamoStore)
+        self.aws: AwsClients = app.aws
+        self.prefix = transport.prefix
+        self.table = store.table
+        self.dynamo = store  # its I/O-free item conversions
+        self.max_batch_bytes = transport.max_batch_bytes
+        self._loops: dict[asyncio.AbstractEventLoop, _LoopClients] = {}
+
+    async def _client(self, service: str) -> Any:
+        loop = asyncio.get_running_loop()
+        clients = self._loops.get(loop)
+        if clients is None:
+            for stale in [other for other in self._loops if other.is_closed()]:
+                del self._loops[stale]  # their sessions died with their loops
+            clients = self._loops[loop] = _LoopClients(self.aws)
+        return await clients.get(service)
+
+    # -- SQS --------------------------------------------------------------------------------------
+    async def _queue_url(self, sqs: Any, queue: str) -> str:
+        urls = self._urls()
+        url = urls.get(queue)
+        if url is None:
+            name = self.prefix + queue
+            try:
+                url = (await sqs.get_queue_url(QueueName=name))["QueueUrl"]
+            except Exception as exc:
+                if _code(exc) in wire.MISSING_QUEUE:
+                    raise ConfigError(f"queue {name!r} does not exist; create it with "
+                                      "`cloudq provision`") from exc
+                raise TransportError(f"SQS GetQueueUrl for {name!r} failed: {exc}") from exc
+            urls[queue] = url
+        return url
+
+    def _urls(self) -> dict[str, str]:
+        return self._loops[asyncio.get_running_loop()].urls
+
+    async def send(self, queue: str, messages: Sequence[OutgoingMessage]) -> None:
+        sqs = await self._client("sqs")
+        url = await self._queue_url(sqs, queue)
+        try:
+            if len(messages) == 1:
+                await sqs.send_message(QueueUrl=url, **wire.send_params(queue, messages[0]))
+                return
+            for entries in wire.batch_entries(queue, messages, self.max_batch_bytes):
+                await self._batch(sqs, url, queue, entries)
+        except (ConfigError, TransportError):
+            raise
+        except Exception as exc:
+            raise TransportError(f"SQS send to {self.prefix + queue!r} failed: {exc}") from exc
+
+    async def _batch(self, sqs: Any, url: str, queue: str, entries: list[dict[str, Any]]) -> None:
+        pending = {entry["Id"]: entry for entry in entries}
+        succeeded: dict[str, Any] = {}
+        for attempt in (1, 2):
+            response = await sqs.send_message_batch(QueueUrl=url, Entries=list(pending.values()))
+            failed, _ = wire.settle(pending, succeeded, response)
+            if not failed:
+                return
+            if wire.refused(failed, attempt):
+                first = failed[0]
+                raise TransportError(
+                    f"SQS refused {len(failed)} of {len(entries)} entries on "
+                    f"{self.prefix + queue!r}: {first['Code']}: {first.get('Message')}")
+
+    # -- DynamoDB and S3 --------------------------------------------------------------------------
+    async def get_item(self, key: str) -> Item | None:
+        db = await self._client("dynamodb")
+        try:
+            response = await db.get_item(TableName=self.table, Key=self.dynamo.key(key),
+                                         ConsistentRead=True)
+        except Exception as exc:
+            raise self._store_error(exc) from exc
+        item = self.dynamo.item(response.get("Item"))
+        return None if item is None or is_expired(item) else item
+
+    async def get_items(self, keys: Sequence[str]) -> dict[str, Item]:
+        db = await self._client("dynamodb")
+        found: dict[str, Item] = {}
+        unique = list(dict.fromkeys(keys))
+        for start in range(0, len(unique), 100):
+            request: Any = {self.table: {"Keys": [self.dynamo.key(k) for k in
+                                                  unique[start:start + 100]],
+                                         "ConsistentRead": True}}
+            while request:
+                try:
+                    response = await db.batch_get_item(RequestItems=request)
+                except Exception as exc:
+                    raise self._store_error(exc) from exc
+                for raw in response.get("Responses", {}).get(self.table, []):
+                    item = self.dynamo.item(raw)
+                    if item is not None and not is_expired(item):
+                        found[item["pk"]] = item
+                request = response.get("UnprocessedKeys") or None
+                if request:
+                    await asyncio.sleep(0.05)
+        return found
+
+    async def put_item(self, key: str, item: Item, *, ttl_s: float) -> None:
+        db = await self._client("dynamodb")
+        try:
+            await db.put_item(TableName=self.table, Item=self.dynamo.stamped(key, item, ttl_s))
+        except Exception as exc:
+            raise self._store_error(exc) from exc
+
+    async def put_payload(self, bucket: str, key: str, body: str) -> None:
+        s3 = await self._client("s3")
+        await s3.put_object(Bucket=bucket, Key=key, Body=body.encode(),
+                            ContentType="application/json")
+
+    def _store_error(self, exc: Exception) -> Exception:
+        if _code(exc) == "ResourceNotFoundException":
+            return ConfigError(f"DynamoDB table {self.table!r} does not exist; create it with "
+                               "`cloudq provision`")
+        return StoreError(f"DynamoDB call on table {self.table!r} failed: {exc}")
+
+    async def close(self) -> None:
+        clients = self._loops.pop(asyncio.get_running_loop(), None)
+        if clients is not None:
+            await clients.close()
+
+
+class _LoopClients:
+    """The aioboto3 clients of one event loop, entered on first use."""
+
+    def __init__(self, aws: AwsClients) -> None:
+        self.aws = aws
+        self.urls: dict[str, str] = {}
+        self._clients: dict[str, Any] = {}
+        self._contexts: list[Any] = []
+        self._lock = asyncio.Lock()
+        self._session: Any = None
+
+    async def get(self, service: str) -> Any:
+        client = self._clients.get(service)
+        if client is not None:
+            return client
+        async with self._lock:
+            if service not in self._clients:
+                try:
+                    import aioboto3  # type: ignore[import-untyped]
+                except ImportError as exc:
+                    raise ConfigError("the awaitable API (adelay, aget...) needs aioboto3: "
+                                      "pip install 'cloudq[async]'") from exc
+                from cloudq.aws import client_config
+
+                if self._session is None:
+                    self._session = aioboto3.Session(**self.aws.session_kwargs())
+                context = self._session.client(service, endpoint_url=self.aws.endpoint_url,
+                                               config=client_config())
+                self._clients[service] = await context.__aenter__()
+                self._contexts.append(context)
+            return self._clients[service]
+
+    async def close(self) -> None:
+        contexts, self._contexts, self._clients = self._contexts, [], {}
+        for context in reversed(contexts):
+            await context.__aexit__(None, None, None)
+
+
+def _code(exc: Exception) -> str:
+    response = getattr(exc, "response", None) or {}
+    return wire.error_code(str(response.get("Error", {}).get("Code", "")))
+
+
+# -- what the public methods call ---------------------------------------------------------------
+async def apublish(app: App, envelopes: Sequence[Envelope]) -> None:
+    """``publish`` without blocking the loop: same encoding and batching, awaited I/O."""
+    from cloudq.sending import log_sent, outbox
+
+    box = outbox(app, envelopes)  # encoding errors raise here, before any I/O
+    face = app.aio
+    for bucket, key, body in box.payloads:
+        await face.put_payload(bucket, key, body)
+    await asyncio.gather(*(face.send(queue, outgoing) for queue, outgoing in box.by_queue.items()))
+    log_sent(envelopes)
+
+
+async def arun_plan(app: App, plan: Any) -> None:
+    """``run_plan`` awaited: the join items, then the envelopes."""
+    expires_s = app.backend.expires_s
+    await asyncio.gather(*(app.aio.put_item(key, item, ttl_s=expires_s)
+                           for key, item in plan.items))
+    if plan.envelopes:
+        await apublish(app, plan.envelopes)
