@@ -190,14 +190,9 @@ def poll(app: App, queues: list[str], concurrency: int | None, pool: str | None,
       cloudq poll -A shop.tasks:app
       cloudq poll -A shop.tasks:app -Q emails,default -c 16
       cloudq poll -A shop.tasks:app --pool processes --max-tasks-per-child 100
+      cloudq poll -A shop.tasks:app --pool asyncio -c 500   # async def tasks, one loop
       cloudq poll -A shop.tasks:app --burst      # drain the queues, then exit
     """
-    if (pool or app.settings.worker_pool) == "asyncio":
-        raise click.BadParameter(
-            "the asyncio pool is not available yet (asked for by --pool or the worker_pool "
-            "setting); use --pool threads or --pool processes",
-            param_hint="'--pool'",
-        )
     from cloudq.runners.poller import Poller
 
     setup_logging(loglevel)
@@ -205,7 +200,7 @@ def poll(app: App, queues: list[str], concurrency: int | None, pool: str | None,
         app.transport.depth(band)  # a missing queue is an error now, not a retry loop
     poller = Poller(
         app, queues or None, concurrency=concurrency,
-        pool="processes" if pool == "processes" else "threads" if pool else None,
+        pool=pool,  # type: ignore[arg-type]
         prefetch_multiplier=prefetch_multiplier, max_tasks_per_child=max_tasks_per_child,
         burst=burst,
     )

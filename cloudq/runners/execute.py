@@ -13,9 +13,11 @@ import asyncio
 import inspect
 import logging
 import math
+import threading
 import time
 import traceback as tb
-from contextlib import nullcontext
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -90,6 +92,40 @@ def process_message(
 ) -> Disposition:
     """Handle one received message. ``deadline`` is a ``time.monotonic()`` value, if any;
     ``interrupt`` is armed while the task body runs (the poller's pools terminate with it)."""
+    execution = load(app, message, deadline, interrupt)
+    return execution if isinstance(execution, Disposition) else execution.run()
+
+
+async def aprocess_message(
+    app: App, message: ReceivedMessage, *,
+    offload: Callable[..., Awaitable[Any]], deadline: float | None = None,
+    on_start: Callable[[Execution], None] | None = None,
+) -> Disposition:
+    """``process_message`` with a coroutine body awaited on the running loop.
+
+    The steps around the body (decode, checks, storing the outcome, follow-ups) are the same
+    blocking code, run by ``offload`` (a thread pool); a blocking task runs there whole. A
+    cancellation while the body runs (shutdown) propagates: nothing is stored and the message
+    is not acknowledged, so it is delivered again."""
+    execution = await offload(load, app, message, deadline)
+    if isinstance(execution, Disposition):
+        return execution
+    if not is_async(execution.task):
+        result: Disposition = await offload(execution.run)
+        return result
+    started = await offload(execution.begin)
+    if isinstance(started, Disposition):
+        return started
+    if on_start is not None:
+        on_start(execution)
+    body = await execution.arun_body(started)
+    finished: Disposition = await offload(execution.finish, started, body)
+    return finished
+
+
+def load(app: App, message: ReceivedMessage, deadline: float | None = None,
+         interrupt: Interrupt | None = None) -> Execution | Disposition:
+    """The execution of a message, or the disposition of one that cannot run (poison)."""
     try:
         envelope = fetch_envelope(app, message.body)
     except DecodeError as exc:
@@ -105,7 +141,14 @@ def process_message(
             f"received {message.receive_count} times (max_receive_count="
             f"{app.settings.max_receive_count}) without finishing"
         ))
-    return Execution(app, task, envelope, message, deadline, interrupt).run()
+    return Execution(app, task, envelope, message, deadline, interrupt)
+
+
+def _raiser(exc: BaseException) -> Callable[[], Any]:
+    def body() -> Any:
+        raise exc
+
+    return body
 
 
 def canvas_failed(app: App, envelope: wire.Envelope, exc: BaseException) -> None:
@@ -164,7 +207,33 @@ def invoke(task: Task[Any, Any], request: Request, soft_limit_s: float | None,
     """Run the task body with its request in context; autoretry exceptions become Retry.
 
     ``interrupt`` is armed around the body only, so TaskTerminated cannot land while the
-    outcome is being stored (coroutine bodies run after it: only processes stop them)."""
+    outcome is being stored. A coroutine body runs on this thread's event loop (one loop per
+    thread, kept between tasks, so clients bound to it can be reused)."""
+    with _running(task, request):
+        with (interrupt.armed(request.id) if interrupt else nullcontext(),
+              soft_time_limit(None if is_async(task) else soft_limit_s)):
+            retval = task.run(*request.args, **request.kwargs)
+        if inspect.isawaitable(retval):
+            retval = thread_loop().run(_awaited(retval, soft_limit_s))
+        return retval
+
+
+async def ainvoke(task: Task[Any, Any], request: Request, soft_limit_s: float | None) -> Any:
+    """``invoke`` for a coroutine body, awaited on the caller's event loop."""
+    with _running(task, request):
+        retval = task.run(*request.args, **request.kwargs)
+        if inspect.isawaitable(retval):
+            retval = await _awaited(retval, soft_limit_s)
+        return retval
+
+
+def is_async(task: Task[Any, Any]) -> bool:
+    return inspect.iscoroutinefunction(task._fn)
+
+
+@contextmanager
+def _running(task: Task[Any, Any], request: Request) -> Iterator[None]:
+    """The request in context, the prerun signal and hook; autoretry exceptions as Retry."""
     token = _current_request.set((task, request))
     retries_exhausted.set(False)
     try:
@@ -172,12 +241,7 @@ def invoke(task: Task[Any, Any], request: Request, soft_limit_s: float | None,
                                  args=request.args, kwargs=request.kwargs)
         task.before_start(request.id or "", request.args, request.kwargs)
         try:
-            with (interrupt.armed(request.id) if interrupt else nullcontext(),
-                  soft_time_limit(None if inspect.iscoroutinefunction(task._fn) else soft_limit_s)):
-                retval = task.run(*request.args, **request.kwargs)
-            if inspect.isawaitable(retval):
-                retval = asyncio.run(_awaited(retval, soft_limit_s))
-            return retval
+            yield
         except task.autoretry_for as exc:
             if isinstance(exc, Retry | Reject | TaskTerminated) or (
                 task.dont_autoretry_for and isinstance(exc, task.dont_autoretry_for)
@@ -189,6 +253,17 @@ def invoke(task: Task[Any, Any], request: Request, soft_limit_s: float | None,
             ) from exc
     finally:
         _current_request.reset(token)
+
+
+_threads = threading.local()
+
+
+def thread_loop() -> asyncio.Runner:
+    """This thread's event loop for coroutine task bodies (created on first use)."""
+    runner: asyncio.Runner | None = getattr(_threads, "runner", None)
+    if runner is None:
+        runner = _threads.runner = asyncio.Runner()
+    return runner
 
 
 async def _awaited(awaitable: Any, soft_limit_s: float | None) -> Any:
@@ -212,6 +287,8 @@ class Execution:
         self.deadline = deadline
         self.interrupt = interrupt
         self.started = time.monotonic()
+        self.terminated = False
+        """Set when ``revoke(terminate=True)`` cancelled a coroutine body."""
 
     def _done(self, outcome: Outcome, *, ack: bool = True, delay_s: int = 0) -> Disposition:
         return Disposition(outcome, ack=ack, delay_s=delay_s, task_id=self.envelope.id,
@@ -228,10 +305,34 @@ class Execution:
 
     # -- before running ----------------------------------------------------------------------------
     def run(self) -> Disposition:
+        started = self.begin()
+        if isinstance(started, Disposition):
+            return started
+        return self.finish(started, lambda: invoke(self.task, started, self._soft_limit_s(),
+                                                   self.interrupt))
+
+    def begin(self) -> Request | Disposition:
+        """Everything before the body: the checks, STARTED, the arguments; the request to run
+        it with, or the disposition when it is not to run."""
         before = self._precheck()
         if before is not None:
             return before
-        return self._execute()
+        return self._prepare()
+
+    async def arun_body(self, request: Request) -> Callable[[], Any]:
+        """Await a coroutine body on the running loop; what ``finish`` takes as its outcome."""
+        try:
+            value = await ainvoke(self.task, request, self._soft_limit_s())
+        except asyncio.CancelledError:
+            if self.terminated:
+                current = asyncio.current_task()
+                if current is not None:
+                    current.uncancel()
+                return _raiser(TaskTerminated(f"task {request.id} was terminated"))
+            raise  # shutdown: nothing stored, the message is not acked and comes back
+        except Exception as exc:
+            return _raiser(exc)
+        return lambda: value
 
     def _precheck(self) -> Disposition | None:
         env, backend = self.envelope, self.app.backend
@@ -291,7 +392,7 @@ class Execution:
             limit = budget if limit is None else min(limit, budget)
         return limit
 
-    def _execute(self) -> Disposition:
+    def _prepare(self) -> Request | Disposition:
         env, task = self.envelope, self.task
         track = task.track_started if task.track_started is not None \
             else self.app.settings.task_track_started
@@ -305,8 +406,12 @@ class Execution:
             return quarantine(self.app, self.message, exc)
         request = request_for(env, args, kwargs, self.message.delivery_info)
         signals.task_received.send(sender=task, request=request)
+        return request
+
+    def finish(self, request: Request, body: Callable[[], Any]) -> Disposition:
+        """Store the outcome of ``body()`` (its value, or what it raised) and send follow-ups."""
         try:
-            retval = invoke(task, request, self._soft_limit_s(), self.interrupt)
+            retval = body()
         except Retry as retry:
             return self._retry(request, retry)
         except Reject as reject:

@@ -115,7 +115,7 @@ class Poller:
 
     def __init__(self, app: App, queues: Sequence[str] | None = None, *,
                  concurrency: int | None = None,
-                 pool: Literal["threads", "processes"] | None = None,
+                 pool: Literal["threads", "processes", "asyncio"] | None = None,
                  prefetch_multiplier: int | None = None, max_tasks_per_child: int | None = None,
                  burst: bool = False, poll_wait_s: float | None = None,
                  shutdown_timeout_s: float | None = None) -> None:

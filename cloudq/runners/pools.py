@@ -72,11 +72,12 @@ if TYPE_CHECKING:
     from multiprocessing.context import ForkProcess
 
     from cloudq.app import App
+    from cloudq.runners.aio_pool import AsyncioPool
     from cloudq.transports.base import ReceivedMessage
 
 logger = logging.getLogger(__name__)
 
-PoolKind = Literal["threads", "processes"]
+PoolKind = Literal["threads", "processes", "asyncio"]
 Result = Disposition | BaseException
 Done = Callable[[Result], None]
 Record = Callable[[str], None]
@@ -196,8 +197,8 @@ class ThreadRunner:
 
 
 def make_pool(app: App, kind: str, size: int, *, max_tasks_per_child: int | None,
-              record: Record) -> WorkerPool:
-    """The pool ``kind`` (``threads`` or ``processes``) with ``size`` workers."""
+              record: Record) -> WorkerPool | AsyncioPool:
+    """The pool ``kind`` (``threads``, ``processes`` or ``asyncio``) with ``size`` workers."""
     if kind == "threads":
         if max_tasks_per_child:
             logger.info("max_tasks_per_child=%d is ignored by the threads pool (threads are "
@@ -208,7 +209,11 @@ def make_pool(app: App, kind: str, size: int, *, max_tasks_per_child: int | None
             raise ConfigError("worker_pool='processes' needs the fork start method (Linux, macOS)")
         return WorkerPool(size, lambda: ProcessRunner(app, max_tasks_per_child, record),
                           name="cloudq-child")
-    raise ConfigError(f"worker_pool={kind!r}: expected 'threads' or 'processes'")
+    if kind == "asyncio":
+        from cloudq.runners.aio_pool import AsyncioPool
+
+        return AsyncioPool(app, size)
+    raise ConfigError(f"worker_pool={kind!r}: expected 'threads', 'processes' or 'asyncio'")
 
 
 def hard_time_limit(app: App, body: str) -> tuple[str | None, str | None, float | None]:

@@ -214,13 +214,6 @@ def test_call_rejects_bad_json(run: CliRunnerCall, option: str, value: str, mess
     assert message in result.stderr
 
 
-def test_poll_rejects_the_asyncio_pool_for_now(run: CliRunnerCall) -> None:
-    result = run("poll", "--pool", "asyncio", "--burst")
-
-    assert result.exit_code == 2
-    assert "asyncio pool is not available yet" in result.stderr
-
-
 def test_poll_without_queues_says_to_provision(run: CliRunnerCall) -> None:
     result = run("poll", "--burst")
 

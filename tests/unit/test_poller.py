@@ -18,7 +18,7 @@ import pytest
 
 import cloudq
 from cloudq import signals
-from cloudq.errors import ConfigError, Reject
+from cloudq.errors import Reject
 from cloudq.runners.poller import Poller
 from cloudq.stores.memory import MemoryStore
 from cloudq.transports.base import ReceivedMessage
@@ -496,8 +496,3 @@ def test_failed_receives_are_logged_and_retried() -> None:
 
     assert Poller(app, burst=True, **FAST).run() == 0
     assert result.get(timeout=0) == 1
-
-
-def test_the_asyncio_pool_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match="asyncio"):
-        Poller(new_app(worker_pool="asyncio"))
