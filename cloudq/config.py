@@ -94,6 +94,8 @@ class Settings(BaseSettings):
     lambda_metrics: bool = False
     """Powertools Metrics (EMF): TasksSucceeded, TasksFailed, TasksRetried, TaskDuration."""
     lambda_metrics_namespace: str = "cloudq"
+    lambda_async_concurrency: int = Field(default=10, ge=1, le=10_000)
+    """Records of one batch run at once when the app has async tasks (1: one by one)."""
 
     # -- beat --------------------------------------------------------------------------------------
     beat_schedule: dict[str, dict[str, Any]] = Field(default_factory=dict)

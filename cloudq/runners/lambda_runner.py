@@ -14,20 +14,29 @@ batch processor turns the outcomes into ``{"batchItemFailures": [...]}``:
   ``lambda_min_time_to_start`` are reported failed without being touched.
 
 An all-failed batch is returned, not raised, so Lambda never re-runs records that succeeded.
-FIFO queues use the FIFO processor: after the first record that must come back, the rest of
-the batch is reported failed without running, so order is kept; if that record was handed
-back, the rest are made visible again at once (SQS holds their group while it is hidden), so
-they come back with it rather than after the visibility timeout.
+When the app has ``async def`` tasks, the records of a standard queue's batch run
+concurrently (``lambda_async_concurrency`` at a time) on one event loop, through
+``aprocess_message``. FIFO queues use the FIFO processor: after the first record that must
+come back, the rest of the batch is reported failed without running, so order is kept; if
+that record was handed back, the rest are made visible again at once (SQS holds their group
+while it is hidden), so they come back with it rather than after the visibility timeout.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import TYPE_CHECKING, Any
 
 from cloudq.errors import CloudqError
-from cloudq.runners.execute import Disposition, Outcome, process_message
+from cloudq.runners.execute import (
+    Disposition,
+    Outcome,
+    aprocess_message,
+    is_async,
+    process_message,
+)
 from cloudq.transports.base import ReceivedMessage, is_fifo
 
 if TYPE_CHECKING:
@@ -78,6 +87,13 @@ class LambdaHandler:
         self.app = app
         self._observability = _Observability(app) if _wants_observability(app) else None
 
+    @property
+    def concurrent(self) -> bool:
+        """Whether batches run concurrently on an event loop: when the app has ``async def``
+        tasks (standard queues only; a FIFO batch runs in order)."""
+        return self.app.settings.lambda_async_concurrency > 1 and any(
+            is_async(task) for task in self.app.tasks.values())
+
     def warm(self) -> LambdaHandler:
         """Create the AWS clients now (in Lambda's init phase) rather than on the first task."""
         clients = self.app.aws
@@ -86,9 +102,11 @@ class LambdaHandler:
 
     def __call__(self, event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         from aws_lambda_powertools.utilities.batch import (
+            AsyncBatchProcessor,
             BatchProcessor,
             EventType,
             SqsFifoPartialProcessor,
+            async_process_partial_response,
             process_partial_response,
         )
 
@@ -96,14 +114,21 @@ class LambdaHandler:
         if not records:
             return {"batchItemFailures": []}
         fifo = is_fifo(records[0].get("eventSourceARN", ""))
-        processor = SqsFifoPartialProcessor() if fifo else BatchProcessor(EventType.SQS)
-        processor.raise_on_entire_batch_failure = False
         deadline = _deadline(context)
         handed_back: list[str] = []
-        response = process_partial_response(
-            event=event, record_handler=lambda record: self._handle(record, deadline, handed_back),
-            processor=processor, context=context,
-        )
+        if not fifo and self.concurrent:
+            limit = _Limit(self.app.settings.lambda_async_concurrency)
+            processor: Any = AsyncBatchProcessor(EventType.SQS)
+            processor.raise_on_entire_batch_failure = False
+            response = async_process_partial_response(
+                event=event, processor=processor, context=context,
+                record_handler=lambda record: self._ahandle(record, deadline, limit))
+        else:
+            processor = SqsFifoPartialProcessor() if fifo else BatchProcessor(EventType.SQS)
+            processor.raise_on_entire_batch_failure = False
+            response = process_partial_response(
+                event=event, processor=processor, context=context,
+                record_handler=lambda record: self._handle(record, deadline, handed_back))
         if fifo and handed_back:
             self._release_after(records, handed_back[0])
         if self._observability is not None:
@@ -111,11 +136,7 @@ class LambdaHandler:
         return dict(response)
 
     def _handle(self, record: SQSRecord, deadline: float | None, handed_back: list[str]) -> Outcome:
-        message = received_message(record.raw_event, self.app.settings.queue_prefix)
-        if deadline is not None:
-            left_s = deadline - time.monotonic()
-            if left_s < self.app.settings.lambda_min_time_to_start:
-                raise NotStarted(f"{left_s:.1f}s left; message {message.message_id} not started")
+        message = self._startable(record, deadline)
         observed = self._observability.observe(message) if self._observability else None
         try:
             disposition = process_message(self.app, message, deadline=deadline)
@@ -126,6 +147,34 @@ class LambdaHandler:
         finally:
             if observed is not None:
                 observed.close()
+        return self._settle(message, disposition, handed_back)
+
+    async def _ahandle(self, record: SQSRecord, deadline: float | None,
+                       limit: _Limit) -> Outcome:
+        """A record of a batch run concurrently: coroutine bodies share this invocation's
+        event loop, at most ``lambda_async_concurrency`` at once; the blocking steps around
+        them run in threads."""
+        async with limit.get():
+            message = self._startable(record, deadline)
+            try:
+                disposition = await aprocess_message(self.app, message, deadline=deadline,
+                                                     offload=asyncio.to_thread)
+            except Exception:
+                logger.exception("message %s could not be handled; it will be delivered again",
+                                 message.message_id)
+                raise
+            return await asyncio.to_thread(self._settle, message, disposition, [])
+
+    def _startable(self, record: SQSRecord, deadline: float | None) -> ReceivedMessage:
+        message = received_message(record.raw_event, self.app.settings.queue_prefix)
+        if deadline is not None:
+            left_s = deadline - time.monotonic()
+            if left_s < self.app.settings.lambda_min_time_to_start:
+                raise NotStarted(f"{left_s:.1f}s left; message {message.message_id} not started")
+        return message
+
+    def _settle(self, message: ReceivedMessage, disposition: Disposition,
+                handed_back: list[str]) -> Outcome:
         if self._observability is not None:
             self._observability.count(disposition)
         if not disposition.ack:
@@ -141,6 +190,19 @@ class LambdaHandler:
         prefix = self.app.settings.queue_prefix
         rest = [received_message(r, prefix) for r in records[ids.index(message_id) + 1:]]
         self.app.transport.extend_visibility(rest, 0)
+
+
+class _Limit:
+    """A semaphore made in the loop that uses it (Powertools may run each batch on its own)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._semaphore: asyncio.Semaphore | None = None
+
+    def get(self) -> asyncio.Semaphore:
+        if self._semaphore is None:
+            self._semaphore = asyncio.Semaphore(self.size)
+        return self._semaphore
 
 
 def _deadline(context: Any) -> float | None:
