@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from cloudq.errors import ConfigError, StoreError, TransportError
 from cloudq.stores.base import Item, is_expired
 from cloudq.transports import sqs_wire as wire
-from cloudq.transports.base import OutgoingMessage
+from cloudq.transports.base import MAX_BATCH, OutgoingMessage, is_fifo
 
 if TYPE_CHECKING:
     from cloudq.app import App
@@ -134,6 +134,14 @@ class AioFace:
         return self._loops[asyncio.get_running_loop()].urls
 
     async def send(self, queue: str, messages: Sequence[OutgoingMessage]) -> None:
+        """Send. Single messages sent at the same moment from one loop to one standard queue
+        are coalesced into SendMessageBatch calls (up to 10 per request: a tenth of the cost)."""
+        if len(messages) == 1 and not is_fifo(queue):
+            await self._coalesced(queue, messages[0])
+        else:
+            await self._send_now(queue, messages)
+
+    async def _send_now(self, queue: str, messages: Sequence[OutgoingMessage]) -> None:
         sqs = await self._client("sqs")
         url = await self._queue_url(sqs, queue)
         try:
@@ -146,6 +154,37 @@ class AioFace:
             raise
         except Exception as exc:
             raise TransportError(f"SQS send to {self.prefix + queue!r} failed: {exc}") from exc
+
+    async def _coalesced(self, queue: str, message: OutgoingMessage) -> None:
+        loop = asyncio.get_running_loop()
+        await self._client("sqs")  # this loop's clients exist from here on
+        clients = self._loops[loop]
+        waiting = clients.outgoing.get(queue)
+        if waiting is None:
+            waiting = clients.outgoing[queue] = []
+            flush = loop.create_task(self._flush(clients, queue))
+            clients.flushes.add(flush)
+            flush.add_done_callback(clients.flushes.discard)
+        done: asyncio.Future[None] = loop.create_future()
+        waiting.append((message, done))
+        await done
+
+    async def _flush(self, clients: _LoopClients, queue: str) -> None:
+        """Send what was queued for ``queue`` while this task waited for its turn."""
+        await asyncio.sleep(0)  # let the other senders of this moment join in
+        waiting = clients.outgoing.pop(queue, [])
+        for start in range(0, len(waiting), MAX_BATCH):
+            chunk = waiting[start:start + MAX_BATCH]
+            try:
+                await self._send_now(queue, [message for message, _ in chunk])
+            except Exception as exc:
+                for _, done in chunk:
+                    if not done.done():
+                        done.set_exception(exc)
+            else:
+                for _, done in chunk:
+                    if not done.done():
+                        done.set_result(None)
 
     async def _batch(self, sqs: Any, url: str, queue: str, entries: list[dict[str, Any]]) -> None:
         pending = {entry["Id"]: entry for entry in entries}
@@ -224,6 +263,9 @@ class _LoopClients:
     def __init__(self, aws: AwsClients) -> None:
         self.aws = aws
         self.urls: dict[str, str] = {}
+        self.outgoing: dict[str, list[tuple[OutgoingMessage, asyncio.Future[None]]]] = {}
+        """Single sends waiting to go out together, per queue."""
+        self.flushes: set[asyncio.Task[None]] = set()
         self._clients: dict[str, Any] = {}
         self._contexts: list[Any] = []
         self._lock = asyncio.Lock()
