@@ -376,9 +376,11 @@ def purge(app: App, queues: list[str], yes: bool, **_: Any) -> None:
               help="Port of the local AWS. Default: a free one.")
 @click.option("-c", "--concurrency", type=click.IntRange(1, 1024),
               help="Tasks run at once. Default: the app's worker_concurrency (8).")
+@click.option("--pool", type=click.Choice(["threads", "processes", "asyncio"]),
+              help="How tasks run. Default: the app's worker_pool (threads).")
 @loglevel_option
 def dev(app: App, queues: list[str], port: int | None, concurrency: int | None,
-        loglevel: str, app_options: AppOptions, **_: Any) -> None:
+        pool: str | None, loglevel: str, app_options: AppOptions, **_: Any) -> None:
     """Run a local AWS, provision the app in it, and poll its queues.
 
     The local AWS is moto's server on 127.0.0.1, inside this process: no AWS account is
@@ -388,6 +390,7 @@ def dev(app: App, queues: list[str], port: int | None, concurrency: int | None,
     Examples:
       cloudq dev -A shop.tasks:app
       cloudq dev -A shop.tasks:app --port 5000 -c 4
+      cloudq dev -A web.tasks:app --pool asyncio -c 200
     and, in a second shell, send to it:
       export CLOUDQ_ENDPOINT_URL=http://127.0.0.1:5000
       cloudq call -A shop.tasks:app shop.tasks.add --args '[1, 2]'
@@ -400,6 +403,8 @@ def dev(app: App, queues: list[str], port: int | None, concurrency: int | None,
     from cloudq.dev import run_dev
 
     setup_logging(loglevel)
+    if pool:
+        app.conf.update(worker_pool=pool)
     sys.exit(run_dev(app, queues or None, port=port, concurrency=concurrency, echo=click.echo))
 
 

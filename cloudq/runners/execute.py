@@ -266,6 +266,11 @@ def thread_loop() -> asyncio.Runner:
     return runner
 
 
+def forget_thread_loop() -> None:
+    """Drop this thread's loop without closing it (in a forked child: it is the parent's)."""
+    _threads.__dict__.pop("runner", None)
+
+
 async def _awaited(awaitable: Any, soft_limit_s: float | None) -> Any:
     try:
         async with asyncio.timeout(soft_limit_s):

@@ -61,6 +61,7 @@ from cloudq.runners.execute import (
     Outcome,
     canvas_failed,
     fetch_envelope,
+    forget_thread_loop,
     process_message,
     request_as_sent,
 )
@@ -489,6 +490,7 @@ def _child_setup(app: App, terminating: c_bool, interrupt: Interrupt) -> None:
     for end in list(_PARENT_ENDS):  # siblings' pipes: holding them would hide their EOFs
         end.close()
     _PARENT_ENDS.clear()
+    forget_thread_loop()  # a loop copied from the parent's thread is not this process's
     if sys.platform.startswith("linux"):
         try:
             ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
