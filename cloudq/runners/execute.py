@@ -10,6 +10,7 @@ store is down, the process is killed) leaves it to be delivered again.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import logging
 import math
@@ -17,7 +18,7 @@ import threading
 import time
 import traceback as tb
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from cloudq import message as wire
 from cloudq import signals, states
 from cloudq.errors import (
+    CloudqError,
     DecodeError,
     EncodeError,
     NotRegistered,
@@ -208,13 +210,23 @@ def invoke(task: Task[Any, Any], request: Request, soft_limit_s: float | None,
 
     ``interrupt`` is armed around the body only, so TaskTerminated cannot land while the
     outcome is being stored. A coroutine body runs on this thread's event loop (one loop per
-    thread, kept between tasks, so clients bound to it can be reused)."""
+    thread, kept between tasks, so clients bound to it can be reused), in a copy of the
+    caller's context."""
+    if is_async(task):
+        if _loop_running():
+            raise CloudqError(
+                f"task {task.name} is async and is being run in this thread, inside a running "
+                "event loop (task_always_eager, or apply()): send it to a worker, or "
+                "`await task.run(...)`")
+        return thread_loop().run(ainvoke(task, request, soft_limit_s),
+                                 context=contextvars.copy_context())
     with _running(task, request):
-        with (interrupt.armed(request.id) if interrupt else nullcontext(),
-              soft_time_limit(None if is_async(task) else soft_limit_s)):
+        with interrupt.armed(request.id) if interrupt else nullcontext(), \
+                soft_time_limit(soft_limit_s):
             retval = task.run(*request.args, **request.kwargs)
-        if inspect.isawaitable(retval):
-            retval = thread_loop().run(_awaited(retval, soft_limit_s))
+        if inspect.isawaitable(retval):  # a plain function that returned an awaitable
+            retval = thread_loop().run(_awaited(retval, soft_limit_s),
+                                       context=contextvars.copy_context())
         return retval
 
 
@@ -225,6 +237,23 @@ async def ainvoke(task: Task[Any, Any], request: Request, soft_limit_s: float | 
         if inspect.isawaitable(retval):
             retval = await _awaited(retval, soft_limit_s)
         return retval
+
+
+EXHAUSTED = "__cloudq_retries_exhausted__"
+"""Marks an exception raised by ``retry()`` past ``max_retries``: it carries the fact to the
+outcome, whatever context (thread, event loop) the body ran in."""
+
+
+def exhausted_retries(exc: BaseException) -> bool:
+    return bool(getattr(exc, EXHAUSTED, False))
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def is_async(task: Task[Any, Any]) -> bool:
@@ -251,6 +280,11 @@ def _running(task: Task[Any, Any], request: Request) -> Iterator[None]:
             raise task.retry(
                 exc=exc, countdown=task.autoretry_countdown_s(request.retries), **options
             ) from exc
+    except Exception as exc:
+        if retries_exhausted.get():
+            with suppress(AttributeError, TypeError):
+                setattr(exc, EXHAUSTED, True)
+        raise
     finally:
         _current_request.reset(token)
 
@@ -272,10 +306,13 @@ def forget_thread_loop() -> None:
 
 
 async def _awaited(awaitable: Any, soft_limit_s: float | None) -> Any:
+    limit = asyncio.timeout(soft_limit_s)
     try:
-        async with asyncio.timeout(soft_limit_s):
+        async with limit:
             return await awaitable
     except TimeoutError as exc:
+        if not limit.expired():  # the body's own TimeoutError, not the soft limit
+            raise
         raise SoftTimeLimitExceeded(f"soft time limit ({soft_limit_s:g}s) exceeded") from exc
 
 
@@ -424,7 +461,7 @@ class Execution:
         except TaskTerminated as exc:  # revoke(terminate=True) stopped the body: not a failure
             return self._terminated(exc)
         except Exception as exc:
-            return self._failed(exc, tb.format_exc(), exhausted=retries_exhausted.get())
+            return self._failed(exc, tb.format_exc(), exhausted=exhausted_retries(exc))
         return self._succeeded(request, retval)
 
     # -- outcomes ----------------------------------------------------------------------------------
