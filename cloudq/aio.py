@@ -195,10 +195,7 @@ class AioFace:
             if not failed:
                 return
             if wire.refused(failed, attempt):
-                first = failed[0]
-                raise TransportError(
-                    f"SQS refused {len(failed)} of {len(entries)} entries on "
-                    f"{self.prefix + queue!r}: {first['Code']}: {first.get('Message')}")
+                raise wire.refusal(failed, len(entries), self.prefix + queue)
 
     # -- DynamoDB and S3 --------------------------------------------------------------------------
     async def get_item(self, key: str) -> Item | None:

@@ -179,17 +179,13 @@ class App:
         **options: Any,
     ) -> AsyncResult[Any]:
         """Send a task by name; the task need not be importable here."""
-        from cloudq.result import AsyncResult
         from cloudq.sending import publish
 
-        task, envelope = self._envelope(name, args, kwargs, countdown=countdown, eta=eta,
-                                        expires=expires, **options)
-        if self.settings.task_always_eager and task is not None:
-            from cloudq.runners.eager import apply_envelope
-
-            return apply_envelope(self, task, envelope)
-        publish(self, [envelope])
-        return AsyncResult(envelope.id, app=self, task_name=name)
+        envelope, handle = self._envelope(name, args, kwargs, countdown=countdown, eta=eta,
+                                          expires=expires, **options)
+        if envelope is not None:
+            publish(self, [envelope])
+        return handle
 
     async def asend_task(
         self,
@@ -204,23 +200,27 @@ class App:
     ) -> AsyncResult[Any]:
         """``send_task`` without blocking the event loop (aioboto3)."""
         from cloudq.aio import apublish
-        from cloudq.result import AsyncResult
 
-        task, envelope = self._envelope(name, args, kwargs, countdown=countdown, eta=eta,
-                                        expires=expires, **options)
-        if self.settings.task_always_eager and task is not None:
-            from cloudq.runners.eager import apply_envelope
-
-            return apply_envelope(self, task, envelope)
-        await apublish(self, [envelope])
-        return AsyncResult(envelope.id, app=self, task_name=name)
+        envelope, handle = self._envelope(name, args, kwargs, countdown=countdown, eta=eta,
+                                          expires=expires, **options)
+        if envelope is not None:
+            await apublish(self, [envelope])
+        return handle
 
     def _envelope(self, name: str, args: Sequence[Any] | None,
-                  kwargs: Mapping[str, Any] | None, **options: Any) -> tuple[Any, Envelope]:
+                  kwargs: Mapping[str, Any] | None,
+                  **options: Any) -> tuple[Envelope | None, AsyncResult[Any]]:
+        """The envelope to send and the result handle; eagerly, no envelope (it ran here)."""
+        from cloudq.result import AsyncResult
         from cloudq.sending import build_envelope
 
         task = options.pop("task", None) or self.tasks.get(name)
-        return task, build_envelope(self, name, args, kwargs, task=task, **options)
+        envelope = build_envelope(self, name, args, kwargs, task=task, **options)
+        if self.settings.task_always_eager and task is not None:
+            from cloudq.runners.eager import apply_envelope
+
+            return None, apply_envelope(self, task, envelope)
+        return envelope, AsyncResult(envelope.id, app=self, task_name=name)
 
     def publish(self, envelopes: Sequence[Envelope]) -> None:
         """Send ready-made envelopes, batched per queue."""

@@ -124,11 +124,7 @@ class SqsTransport(Transport):
             if not failed:
                 break
             if wire.refused(failed, attempt):
-                first = failed[0]
-                raise TransportError(
-                    f"SQS refused {len(failed)} of {len(entries)} entries on "
-                    f"{self.physical_name(queue)!r}: {first['Code']}: {first.get('Message')}"
-                )
+                raise wire.refusal(failed, len(entries), self.physical_name(queue))
             logger.warning("SQS failed %d entries on %s; retrying them once",
                            len(failed), self.physical_name(queue))
         return succeeded

@@ -12,6 +12,7 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from cloudq.errors import TransportError
 from cloudq.transports.base import MAX_BATCH, OutgoingMessage, ReceivedMessage, is_fifo
 
 if TYPE_CHECKING:
@@ -93,6 +94,12 @@ def settle(pending: dict[str, Any], succeeded: dict[str, Any], response: Any,
 def refused(failed: list[Any], attempt: int) -> bool:
     """Whether failed batch entries are final (the sender's fault, or the second attempt)."""
     return attempt == 2 or any(f["SenderFault"] for f in failed)
+
+
+def refusal(failed: list[Any], entries: int, queue_name: str) -> TransportError:
+    first = failed[0]
+    return TransportError(f"SQS refused {len(failed)} of {entries} entries on {queue_name!r}: "
+                          f"{first['Code']}: {first.get('Message')}")
 
 
 def size_bytes(message: OutgoingMessage) -> int:

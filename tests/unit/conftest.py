@@ -19,9 +19,11 @@ import pytest
 import cloudq
 from cloudq import message as wire
 from cloudq.runners.execute import Disposition, process_message
+from cloudq.runners.poller import Poller
 from cloudq.stores.memory import MemoryStore
 from cloudq.transports.base import ReceivedMessage
 from cloudq.transports.memory import MemoryTransport
+from tests.unit.running import Running
 
 
 class FakeClock:
@@ -149,3 +151,16 @@ def dead_letters() -> Callable[..., list[ReceivedMessage]]:
 @pytest.fixture
 def queued() -> Callable[..., list[wire.Envelope]]:
     return queued_envelopes
+
+
+@pytest.fixture
+def start() -> Iterator[Callable[[Poller], Running]]:
+    running: list[Running] = []
+
+    def start(poller: Poller) -> Running:
+        running.append(Running(poller))
+        return running[-1]
+
+    yield start
+    for item in running:
+        item.stop()

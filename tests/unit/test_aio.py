@@ -20,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -39,6 +39,7 @@ from cloudq.testing import BurstWorker, LambdaContext, invoke_lambda, memory_app
 from cloudq.transports.base import OutgoingMessage
 from cloudq.transports.memory import MemoryTransport
 from tests.unit.conftest import FakeClock
+from tests.unit.running import Running
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
@@ -67,37 +68,6 @@ def burst(app: cloudq.App, pool: str = "asyncio", concurrency: int = 4, **kwargs
                     **FAST, **kwargs)
     assert poller.run() == 0
     return poller
-
-
-class Running:
-    """A poller running in a thread (so no signal handlers), and what ``run`` returned."""
-
-    def __init__(self, poller: Poller) -> None:
-        self.poller = poller
-        self.code: int | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        self.code = self.poller.run()
-
-    def stop(self, timeout_s: float = 10.0) -> int | None:
-        self.poller.stop()
-        self.thread.join(timeout_s)
-        return self.code
-
-
-@pytest.fixture
-def start() -> Iterator[Callable[[Poller], Running]]:
-    running: list[Running] = []
-
-    def start(poller: Poller) -> Running:
-        running.append(Running(poller))
-        return running[-1]
-
-    yield start
-    for item in running:
-        item.stop()
 
 
 # -- sending --------------------------------------------------------------------------------------

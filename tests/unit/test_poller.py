@@ -11,7 +11,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -23,6 +23,7 @@ from cloudq.runners.poller import Poller
 from cloudq.stores.memory import MemoryStore
 from cloudq.transports.base import ReceivedMessage
 from cloudq.transports.memory import MemoryTransport
+from tests.unit.running import Running
 
 FAST = {"poll_wait_s": 0.05}
 
@@ -44,37 +45,6 @@ def memory(app: cloudq.App) -> MemoryTransport:
     transport = app.transport
     assert isinstance(transport, MemoryTransport)
     return transport
-
-
-class Running:
-    """A poller running in a thread (so no signal handlers), and what ``run`` returned."""
-
-    def __init__(self, poller: Poller) -> None:
-        self.poller = poller
-        self.code: int | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        self.code = self.poller.run()
-
-    def stop(self, timeout_s: float = 5.0) -> int | None:
-        self.poller.stop()
-        self.thread.join(timeout_s)
-        return self.code
-
-
-@pytest.fixture
-def start() -> Iterator[Callable[[Poller], Running]]:
-    running: list[Running] = []
-
-    def start(poller: Poller) -> Running:
-        running.append(Running(poller))
-        return running[-1]
-
-    yield start
-    for item in running:
-        item.stop()
 
 
 # -- running and acknowledging --------------------------------------------------------------------
