@@ -20,6 +20,15 @@ ROOT = Path(__file__).resolve().parents[2]
 APP_PATH = "tests.integration.apps.e2e:app"
 
 
+def counts(app: App, queue: str = "default") -> dict[str, int]:
+    """Visible and in-flight messages on one of the app's queues."""
+    sqs = app.aws.sqs
+    url = sqs.get_queue_url(QueueName=app.settings.queue_prefix + queue)["QueueUrl"]
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    return {"visible": int(attrs["ApproximateNumberOfMessages"]),
+            "in_flight": int(attrs["ApproximateNumberOfMessagesNotVisible"])}
+
+
 def wait_for(predicate: Callable[[], Any], timeout_s: float = 15.0, what: str = "") -> Any:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -33,7 +33,7 @@ from cloudq.provision import provision
 from cloudq.runners.poller import Poller
 from cloudq.testing import LambdaContext, invoke_lambda
 from tests.integration.apps import aio_app
-from tests.integration.e2e_harness import ROOT, Harness, wait_for
+from tests.integration.e2e_harness import ROOT, Harness, counts, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -323,14 +323,6 @@ def test_the_lambda_handler_runs_a_batch_of_async_tasks_at_once(app: cloudq.App)
     assert elapsed < 3, elapsed  # one by one: 5 s
     assert peak == 10
     assert sum(counts(app).values()) == 0  # every record deleted
-
-
-def counts(app: cloudq.App, queue: str = "default") -> dict[str, int]:
-    sqs = app.aws.sqs
-    url = sqs.get_queue_url(QueueName=app.settings.queue_prefix + queue)["QueueUrl"]
-    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
-    return {"visible": int(attrs["ApproximateNumberOfMessages"]),
-            "in_flight": int(attrs["ApproximateNumberOfMessagesNotVisible"])}
 
 
 def test_the_lambda_handler_runs_async_tasks(app: cloudq.App) -> None:

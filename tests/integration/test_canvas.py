@@ -37,7 +37,7 @@ from tests.integration.apps.canvas_app import (
     render,
     tsum,
 )
-from tests.integration.e2e_harness import ROOT, Harness, harness, wait_for
+from tests.integration.e2e_harness import ROOT, Harness, counts, harness, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -73,14 +73,6 @@ def receive(app: cloudq.App, expect: int) -> list[ReceivedMessage]:
         got += batch
     assert len(got) == expect, [m.body[:80] for m in got]
     return got
-
-
-def counts(app: cloudq.App, queue: str = "default") -> dict[str, int]:
-    sqs = app.aws.sqs
-    url = sqs.get_queue_url(QueueName=app.settings.queue_prefix + queue)["QueueUrl"]
-    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
-    return {"visible": int(attrs["ApproximateNumberOfMessages"]),
-            "in_flight": int(attrs["ApproximateNumberOfMessagesNotVisible"])}
 
 
 def callback_runs() -> int:

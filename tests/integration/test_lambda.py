@@ -33,6 +33,7 @@ from tests.integration.apps.lambda_app import (
     reject_once,
     spin,
 )
+from tests.integration.e2e_harness import counts
 
 pytestmark = pytest.mark.integration
 
@@ -67,14 +68,6 @@ def receive(app: cloudq.App, queue: str = "default", *, expect: int = 1,
     got = app.transport.receive(queue, max_messages=10, wait_s=wait_s)
     assert len(got) == expect, [m.body[:80] for m in got]
     return got
-
-
-def counts(app: cloudq.App, queue: str = "default") -> dict[str, int]:
-    sqs = app.aws.sqs
-    url = sqs.get_queue_url(QueueName=app.settings.queue_prefix + queue)["QueueUrl"]
-    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
-    return {"visible": int(attrs["ApproximateNumberOfMessages"]),
-            "in_flight": int(attrs["ApproximateNumberOfMessagesNotVisible"])}
 
 
 def envelope(message: ReceivedMessage) -> wire.Envelope:
