@@ -33,6 +33,8 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/roundtrip.py
+	$(BIN)/python benchmarks/chord.py
+	$(BIN)/python benchmarks/aio_send.py --run
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
