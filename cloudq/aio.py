@@ -209,25 +209,23 @@ class AioFace:
         return None if item is None or is_expired(item) else item
 
     async def get_items(self, keys: Sequence[str]) -> dict[str, Item]:
+        from cloudq.stores.dynamodb import BATCH_GET_ATTEMPTS, batch_pause
+
         db = await self._client("dynamodb")
         found: dict[str, Item] = {}
-        unique = list(dict.fromkeys(keys))
-        for start in range(0, len(unique), 100):
-            request: Any = {self.table: {"Keys": [self.dynamo.key(k) for k in
-                                                  unique[start:start + 100]],
-                                         "ConsistentRead": True}}
-            while request:
+        for request in self.dynamo.batch_requests(keys):
+            for attempt in range(BATCH_GET_ATTEMPTS):
+                if attempt:
+                    await asyncio.sleep(batch_pause(attempt))
                 try:
                     response = await db.batch_get_item(RequestItems=request)
                 except Exception as exc:
                     raise self._store_error(exc) from exc
-                for raw in response.get("Responses", {}).get(self.table, []):
-                    item = self.dynamo.item(raw)
-                    if item is not None and not is_expired(item):
-                        found[item["pk"]] = item
-                request = response.get("UnprocessedKeys") or None
-                if request:
-                    await asyncio.sleep(0.05)
+                request = self.dynamo.absorb(response, found)
+                if not request:
+                    break
+            else:
+                raise self.dynamo.throttled(request)
         return found
 
     async def put_item(self, key: str, item: Item, *, ttl_s: float) -> None:
@@ -243,9 +241,10 @@ class AioFace:
                             ContentType="application/json")
 
     def _store_error(self, exc: Exception) -> Exception:
-        if _code(exc) == "ResourceNotFoundException":
-            return ConfigError(f"DynamoDB table {self.table!r} does not exist; create it with "
-                               "`cloudq provision`")
+        from botocore.exceptions import ClientError
+
+        if isinstance(exc, ClientError):  # aiobotocore raises botocore's errors
+            return self.dynamo.error(exc)
         return StoreError(f"DynamoDB call on table {self.table!r} failed: {exc}")
 
     async def close(self) -> None:

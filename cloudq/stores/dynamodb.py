@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -76,44 +76,58 @@ class DynamoStore(Store):
             response = self._db.get_item(
                 TableName=self.table, Key=self.key(key), ConsistentRead=True)
         except ClientError as exc:
-            raise self._error(exc) from exc
+            raise self.error(exc) from exc
         item = self.item(response.get("Item"))
         return None if item is None or is_expired(item) else item
 
     def get_many(self, keys: Sequence[str]) -> dict[str, Item]:
-        unique = list(dict.fromkeys(keys))  # BatchGetItem refuses duplicate keys
         found: dict[str, Item] = {}
-        for start in range(0, len(unique), BATCH_GET_KEYS):
-            for raw in self._batch_get(unique[start:start + BATCH_GET_KEYS]):
-                item = self.item(raw)
-                if item is not None and not is_expired(item):
-                    found[item[KEY_FIELD]] = item
+        for request in self.batch_requests(keys):
+            for attempt in range(BATCH_GET_ATTEMPTS):
+                if attempt:
+                    time.sleep(batch_pause(attempt))
+                try:
+                    response = self._db.batch_get_item(RequestItems=request)
+                except ClientError as exc:
+                    raise self.error(exc) from exc
+                request = self.absorb(response, found)
+                if not request:
+                    break
+            else:
+                raise self.throttled(request)
         return found
 
-    def _batch_get(self, keys: list[str]) -> list[Any]:
-        request: Any = {self.table: {"Keys": [self.key(k) for k in keys], "ConsistentRead": True}}
-        raws: list[Any] = []
-        for attempt in range(BATCH_GET_ATTEMPTS):
-            if attempt:
-                time.sleep(min(0.05 * 2 ** attempt, 1.0))
-            try:
-                response = self._db.batch_get_item(RequestItems=request)
-            except ClientError as exc:
-                raise self._error(exc) from exc
-            raws += response.get("Responses", {}).get(self.table, [])
-            request = response.get("UnprocessedKeys")
-            if not request:
-                return raws
+    # -- the I/O-free parts of BatchGetItem, shared with the awaitable face (cloudq.aio) ---------
+    def batch_requests(self, keys: Sequence[str]) -> Iterator[Any]:
+        """BatchGetItem requests for ``keys``: unique (DynamoDB refuses duplicates), 100 each."""
+        unique = list(dict.fromkeys(keys))
+        for start in range(0, len(unique), BATCH_GET_KEYS):
+            chunk = unique[start:start + BATCH_GET_KEYS]
+            yield {self.table: {"Keys": [self.key(k) for k in chunk], "ConsistentRead": True}}
+
+    def absorb(self, response: Any, found: dict[str, Item]) -> Any:
+        """Add a response's live items to ``found``; return the request for the keys DynamoDB
+        left unprocessed, or None."""
+        for raw in response.get("Responses", {}).get(self.table, []):
+            item = self.item(raw)
+            if item is not None and not is_expired(item):
+                found[item[KEY_FIELD]] = item
+        unprocessed = response.get("UnprocessedKeys") or None
+        if unprocessed:
             logger.debug("BatchGetItem on %s left %d keys unprocessed; retrying",
-                         self.table, len(request[self.table]["Keys"]))
-        raise StoreError(f"DynamoDB kept throttling reads of {len(keys)} items in {self.table!r}")
+                         self.table, len(unprocessed[self.table]["Keys"]))
+        return unprocessed
+
+    def throttled(self, request: Any) -> StoreError:
+        return StoreError(f"DynamoDB kept throttling reads of {len(request[self.table]['Keys'])} "
+                          f"items in {self.table!r}")
 
     # -- writes -----------------------------------------------------------------------------------
     def put(self, key: str, item: Item, *, ttl_s: float) -> None:
         try:
             self._db.put_item(TableName=self.table, Item=self.stamped(key, item, ttl_s))
         except ClientError as exc:
-            raise self._error(exc) from exc
+            raise self.error(exc) from exc
 
     def put_if_absent(self, key: str, item: Item, *, ttl_s: float) -> bool:
         return self._put_if(key, item, ttl_s, ABSENT_OR_EXPIRED)
@@ -137,7 +151,7 @@ class DynamoStore(Store):
         except ClientError as exc:
             if _code(exc) == "ConditionalCheckFailedException":
                 return False
-            raise self._error(exc) from exc
+            raise self.error(exc) from exc
         return True
 
     def add_to_set(self, key: str, field: str, members: Iterable[str], *, ttl_s: float) -> int:
@@ -161,7 +175,7 @@ class DynamoStore(Store):
         except ClientError as exc:
             if _code(exc) == "ConditionalCheckFailedException":
                 return None
-            raise self._error(exc) from exc
+            raise self.error(exc) from exc
         item = self.item(response.get("Attributes")) or {}
         return len(item.get(field, ()))
 
@@ -190,7 +204,7 @@ class DynamoStore(Store):
                 )
             except ClientError as exc:
                 if _code(exc) != "ConditionalCheckFailedException":
-                    raise self._error(exc) from exc
+                    raise self.error(exc) from exc
                 logger.debug("item %s in %s has expired; starting it afresh", key, self.table)
                 self._put_if(key, {}, ttl_s, STILL_EXPIRED)
                 continue
@@ -201,7 +215,7 @@ class DynamoStore(Store):
         try:
             self._db.delete_item(TableName=self.table, Key=self.key(key))
         except ClientError as exc:
-            raise self._error(exc) from exc
+            raise self.error(exc) from exc
 
     # -- provisioning -----------------------------------------------------------------------------
     def ensure(self) -> None:
@@ -210,7 +224,7 @@ class DynamoStore(Store):
             self._db.describe_table(TableName=self.table)
         except ClientError as exc:
             if _code(exc) != "ResourceNotFoundException":
-                raise self._error(exc) from exc
+                raise self.error(exc) from exc
             self._create_table()
         self._db.get_waiter("table_exists").wait(
             TableName=self.table, WaiterConfig={"Delay": 2, "MaxAttempts": 90})
@@ -224,7 +238,7 @@ class DynamoStore(Store):
             )
         except ClientError as exc:
             if "already enabled" not in str(exc):
-                raise self._error(exc) from exc
+                raise self.error(exc) from exc
 
     def _create_table(self) -> None:
         try:
@@ -236,7 +250,7 @@ class DynamoStore(Store):
             )
         except ClientError as exc:
             if _code(exc) != "ResourceInUseException":  # else being created by someone else
-                raise self._error(exc) from exc
+                raise self.error(exc) from exc
         else:
             logger.info("created DynamoDB table %s", self.table)
 
@@ -257,11 +271,16 @@ class DynamoStore(Store):
         return {name: _from_dynamo(self._deserializer.deserialize(value))
                 for name, value in raw.items()}
 
-    def _error(self, exc: ClientError) -> ConfigError | StoreError:
+    def error(self, exc: ClientError) -> ConfigError | StoreError:
         if _code(exc) == "ResourceNotFoundException":
             return ConfigError(
                 f"DynamoDB table {self.table!r} does not exist; create it with `cloudq provision`")
         return StoreError(f"DynamoDB {exc.operation_name} on table {self.table!r} failed: {exc}")
+
+
+def batch_pause(attempt: int) -> float:
+    """Seconds to wait before retrying unprocessed keys (exponential, at most 1 s)."""
+    return min(0.05 * 2.0**attempt, 1.0)
 
 
 def _code(exc: ClientError) -> str:

@@ -164,3 +164,57 @@ def test_batches_are_cut_at_ten_messages_or_the_byte_budget() -> None:
     assert [len(c) for c in chunks(small, max_bytes=1000)] == [10, 10, 3]
     assert [len(c) for c in chunks(big, max_bytes=1000)] == [2, 2, 1]
     assert [len(c) for c in chunks([OutgoingMessage(body="x" * 5000)], max_bytes=1000)] == [1]
+
+
+class NeverProcessed(ScriptedDynamo):
+    def batch_get_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:
+        self.calls += 1
+        return {"Responses": {}, "UnprocessedKeys": RequestItems}
+
+
+def test_get_many_gives_up_on_keys_dynamodb_never_processes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from cloudq.errors import StoreError
+    from cloudq.stores.dynamodb import BATCH_GET_ATTEMPTS
+
+    monkeypatch.setattr("cloudq.stores.dynamodb.time.sleep", lambda _: None)
+    fake = NeverProcessed()
+    store = DynamoStore(SimpleNamespace(dynamodb=fake), "results")  # type: ignore[arg-type]
+
+    with pytest.raises(StoreError, match="kept throttling reads of 2 items"):
+        store.get_many(["a", "b"])
+    assert fake.calls == BATCH_GET_ATTEMPTS
+
+
+@pytest.mark.parametrize(("fake", "outcome"), [(ScriptedDynamo, 3), (NeverProcessed, "raises")])
+def test_the_awaitable_face_follows_the_same_batch_get_rules(
+        monkeypatch: pytest.MonkeyPatch, fake: type[ScriptedDynamo], outcome: Any) -> None:
+    import asyncio
+
+    import cloudq
+    from cloudq.aio import AioFace
+    from cloudq.errors import StoreError
+
+    monkeypatch.setattr("cloudq.aio.asyncio.sleep", _no_sleep)
+    scripted_db = fake()
+
+    class AsyncDb:
+        async def batch_get_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:
+            return scripted_db.batch_get_item(RequestItems)
+
+    face = AioFace(cloudq.App("shells", set_as_current=False))
+
+    async def client(service: str) -> Any:
+        return AsyncDb()
+
+    monkeypatch.setattr(face, "_client", client)
+    if outcome == "raises":
+        with pytest.raises(StoreError, match="kept throttling"):
+            asyncio.run(face.get_items(["a", "b", "c"]))
+    else:
+        found = asyncio.run(face.get_items(["a", "b", "c", "a"]))
+        assert sorted(found) == ["a", "b", "c"] and scripted_db.calls == outcome
+
+
+async def _no_sleep(_: float) -> None:
+    return None
