@@ -27,8 +27,6 @@ if TYPE_CHECKING:
     from cloudq.app import App
     from cloudq.aws import AwsClients
     from cloudq.message import Envelope
-    from cloudq.stores.base import Store
-    from cloudq.transports.base import Transport
 
 logger = logging.getLogger(__name__)
 
@@ -58,14 +56,15 @@ def face_for(app: App) -> AsyncFace:
 
     if isinstance(app.transport, SqsTransport) and isinstance(app.store, DynamoStore):
         return AioFace(app)
-    return TwinFace(app.transport, app.store)
+    return TwinFace(app)
 
 
 class TwinFace:
     """The async face of an in-memory (or any blocking, non-AWS) transport and store."""
 
-    def __init__(self, transport: Transport, store: Store) -> None:
-        self.transport, self.store = transport, store
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.transport, self.store = app.transport, app.store
 
     async def send(self, queue: str, messages: Sequence[OutgoingMessage]) -> None:
         if len(messages) == 1:
@@ -83,7 +82,7 @@ class TwinFace:
         self.store.put(key, item, ttl_s=ttl_s)
 
     async def put_payload(self, bucket: str, key: str, body: str) -> None:
-        raise ConfigError("large payloads through S3 need the AWS transport")
+        self.app.payloads(bucket).put(key, body)  # as the blocking publish does
 
     async def close(self) -> None:
         return None

@@ -54,6 +54,8 @@ MAX_INPUT_CHARS = 8192
 TEMPLATE_OPTIONS = frozenset({"queue", "priority", "expires", "headers", "time_limit",
                               "soft_time_limit"})
 """Options a template can carry (the others make no sense for a message sent by AWS)."""
+RULE_TIME = "<at>"
+"""The rule input transformer's placeholder for the event's time."""
 NAME_CHARS = re.compile(r"[^0-9A-Za-z_.-]")
 MAX_NAME = 64
 
@@ -231,10 +233,6 @@ def _wanted_for(app: App, entry: Entry, *, target: Target, timezone: str,
                  timezone=timezone if target == "scheduler" else "UTC",
                  at=wire.SCHEDULED_TIME if target == "scheduler" else RULE_TIME,
                  name=schedule_name(prefix, entry.name))]
-
-
-RULE_TIME = "<at>"
-"""The rule input transformer's placeholder for the event's time."""
 
 
 def _one(app: App, entry: Entry, *, expression: str, timezone: str, at: str, name: str,
