@@ -313,11 +313,23 @@ class App:
                     queue = target if isinstance(target, str) else target.get("queue")
                     if queue:
                         names.append(queue)
+        names += [queue for task in self.tasks.values() if (queue := self._routed_queue(task))]
         for entry in self.settings.beat_schedule.values():
             options = entry.get("options") if isinstance(entry, Mapping) else None
             if isinstance(options, Mapping) and isinstance(options.get("queue"), str):
                 names.append(options["queue"])
         return list(dict.fromkeys(names))
+
+    def _routed_queue(self, task: Task[Any, Any]) -> str | None:
+        """The queue ``task_routes`` gives a task sent with no arguments or options, or None
+        (a router function that needs real arguments is skipped)."""
+        try:
+            route = self.router.route(task.name, (), {}, {})
+        except Exception:
+            logger.debug("router could not route %s without arguments", task.name, exc_info=True)
+            return None
+        queue = (route or {}).get("queue")
+        return queue if isinstance(queue, str) else None
 
     def lambda_handler(self) -> LambdaHandler:
         """A Lambda handler for SQS events: ``handler = app.lambda_handler()``."""

@@ -96,6 +96,17 @@ class Settings(BaseSettings):
     lambda_metrics_namespace: str = "cloudq"
     lambda_async_concurrency: int = Field(default=10, ge=1, le=10_000)
     """Records of one batch run at once when the app has async tasks (1: one by one)."""
+    lambda_batch_size: int = Field(default=10, ge=1, le=10_000)
+    """Records per invocation of a deployed function's SQS event source (10 at most on FIFO)."""
+    lambda_batching_window: int = Field(default=0, ge=0, le=300)
+    """Seconds a deployed event source may wait to fill a batch (needed above 10 records)."""
+    lambda_max_concurrency: int | None = Field(default=None, ge=2, le=1000)
+    """``MaximumConcurrency`` of every deployed event source; None: no cap (or, for a queue
+    whose every task is rate limited, the limits' starts per second)."""
+    lambda_timeout: int | None = Field(default=None, ge=1, le=900)
+    """A deployed function's timeout (seconds); None: the longest task ``time_limit`` + 30 s."""
+    lambda_default_timeout: int = Field(default=300, ge=1, le=900)
+    """A deployed function's timeout when no task has a ``time_limit`` (seconds)."""
 
     # -- beat --------------------------------------------------------------------------------------
     beat_schedule: dict[str, dict[str, Any]] = Field(default_factory=dict)

@@ -1,0 +1,69 @@
+"""One CDK synthesis per test session, shared by every deploy test.
+
+Three stacks in one cloud assembly: the repository's example app with Lambda workers and with
+Fargate workers, and a second app (FIFO queues, a router function, a payload bucket, no
+schedules) with Lambda workers. The code assets are staged for real (pip, no Docker).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+APPS = Path(__file__).resolve().parent / "apps"
+
+
+@dataclass(frozen=True)
+class Synthesized:
+    """One stack of the session's cloud assembly."""
+
+    outdir: Path
+    stack_name: str
+    template: dict[str, Any]
+    service: Any
+    """The stack's CloudqService (its plan, queues, table... as attributes)."""
+
+    def resources(self, kind: str) -> dict[str, dict[str, Any]]:
+        return {lid: r for lid, r in self.template["Resources"].items() if r["Type"] == kind}
+
+
+@pytest.fixture(scope="session")
+def assembly(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Synthesized]]:
+    os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+    import aws_cdk as cdk
+
+    from cloudq.cdk import CloudqService
+
+    outdir = tmp_path_factory.mktemp("cdk.out")
+    app = cdk.App(outdir=str(outdir))
+    env = cdk.Environment(account="123456789012", region="us-east-1")
+    stacks = {
+        "example": ("CloudqExample", dict(app="shop.tasks:app", code=EXAMPLES, production=False)),
+        "fargate": ("CloudqExampleFargate", dict(app="shop.tasks:app", code=EXAMPLES,
+                                                 workers="fargate", min_tasks=0, max_tasks=4)),
+        "orders": ("CloudqOrders", dict(app="orders:app", code=APPS)),
+    }
+    services = {}
+    for key, (name, props) in stacks.items():
+        stack = cdk.Stack(app, name, env=env)
+        services[key] = (stack, CloudqService(stack, "Tasks", **props))
+    cloud = app.synth()
+    yield {
+        key: Synthesized(outdir=outdir, stack_name=stack.stack_name,
+                         template=cloud.get_stack_by_name(stack.stack_name).template,
+                         service=service)
+        for key, (stack, service) in services.items()
+    }
+
+
+@pytest.fixture(scope="session")
+def example_assembly(assembly: dict[str, Synthesized]) -> Synthesized:
+    """The repository's example app (``shop.tasks:app`` from ``examples/``), Lambda workers."""
+    return assembly["example"]
