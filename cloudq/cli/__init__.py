@@ -161,6 +161,7 @@ def cli(ctx: click.Context, app_path: str | None, endpoint_url: str | None,
       cloudq result -A shop.tasks:app TASK_ID --wait 10
       cloudq beat -A shop.tasks:app             # send the periodic tasks
       cloudq schedule sync -A shop.tasks:app    # ...or have EventBridge send them
+      cloudq deploy -A shop.tasks:app --print   # the CloudFormation template that deploys it
     """
     ctx.obj = AppOptions(app_path, endpoint_url, region)
 
@@ -517,5 +518,4 @@ def main() -> None:
     cli(prog_name="cloudq")
 
 
-if __name__ == "__main__":
-    main()
+from cloudq.cli import deploy as _deploy  # noqa: E402,F401 - registers `cloudq deploy`
