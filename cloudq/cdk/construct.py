@@ -16,7 +16,7 @@ bucket, the workers (one Lambda function with an SQS event source per band, or F
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -34,6 +34,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from cloudq.cdk import plan as planning
+from cloudq.cdk import suppressions as checkov
 from cloudq.cdk.plan import Plan, QueuePlan, Workers
 
 if TYPE_CHECKING:
@@ -158,6 +159,8 @@ class CloudqService(Construct):
         )
         self.queues[band.logical] = queue
         self.dead_letter_queues[band.logical] = dead_letter
+        checkov.suppress(queue, checkov.SQS_MANAGED_SSE)
+        checkov.suppress(dead_letter, checkov.SQS_MANAGED_SSE)
         minute = cdk.Duration.minutes(1)
         depth = dead_letter.metric_approximate_number_of_messages_visible
         self._alarm(f"{cid}DeadLetterAlarm", depth(
@@ -182,7 +185,7 @@ class CloudqService(Construct):
 
     def _table(self) -> dynamodb.Table:
         production = self._production
-        return dynamodb.Table(
+        table = dynamodb.Table(
             self, "Results", table_name=self.plan.table,
             partition_key=dynamodb.Attribute(name=KEY_FIELD, type=dynamodb.AttributeType.STRING),
             billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST, time_to_live_attribute=TTL_FIELD,
@@ -191,11 +194,13 @@ class CloudqService(Construct):
             deletion_protection=production,
             removal_policy=cdk.RemovalPolicy.RETAIN if production else cdk.RemovalPolicy.DESTROY,
         )
+        checkov.suppress(table, checkov.DYNAMODB_CMK)
+        return table
 
     def _bucket(self) -> s3.Bucket | None:
         if not self.plan.bucket:
             return None
-        return s3.Bucket(
+        bucket = s3.Bucket(
             self, "Payloads", bucket_name=self.plan.bucket,
             block_public_access=s3.BlockPublicAccess.BLOCK_ALL, enforce_ssl=True,
             encryption=s3.BucketEncryption.S3_MANAGED,
@@ -206,6 +211,8 @@ class CloudqService(Construct):
             removal_policy=(cdk.RemovalPolicy.RETAIN if self._production
                             else cdk.RemovalPolicy.DESTROY),
         )
+        checkov.suppress(bucket, checkov.BUCKET_ACCESS_LOGS, checkov.BUCKET_VERSIONING)
+        return bucket
 
     # -- workers ----------------------------------------------------------------------------------
     def _staged(self, architecture: Architecture, python_version: str,
@@ -229,6 +236,7 @@ class CloudqService(Construct):
         log_group = logs.LogGroup(
             self, "WorkerLogs", retention=logs.RetentionDays.ONE_MONTH,
             removal_policy=cdk.RemovalPolicy.DESTROY)
+        checkov.suppress(log_group, checkov.LOG_GROUP_KMS)
         function = lambda_.Function(
             self, "Worker", handler="cloudq.lambda_handler.handler", code=code,
             runtime=getattr(lambda_.Runtime, PYTHON_RUNTIMES[python_version]),
@@ -240,6 +248,8 @@ class CloudqService(Construct):
             log_group=log_group,
             description=f"cloudq worker for {self.plan.app_path}",
         )
+        checkov.suppress(function, checkov.LAMBDA_DLQ, checkov.LAMBDA_VPC,
+                         checkov.LAMBDA_CONCURRENCY, checkov.LAMBDA_ENV_KMS)
         self.grant_worker(function)
         self.worker_role = function.role
         for band in self.plan.queues:
@@ -290,7 +300,7 @@ class CloudqService(Construct):
                 target=scheduler.CfnSchedule.TargetProperty(
                     arn=queue.queue_arn, role_arn=role.role_arn, input=wanted.input),
             )
-            schedule.add_dependency(group)
+            schedule.node.add_dependency(group)
         return group, role
 
     # -- outputs ----------------------------------------------------------------------------------
@@ -338,26 +348,9 @@ def _construct_id(name: str) -> str:
 
 def _worker_image(staged: Path) -> ecs.ContainerImage:
     """The Fargate worker image: the staged tree (the same as the Lambda asset) on a Python
-    base image. Synth only stages the build context; `cdk deploy` builds it (Docker)."""
+    base image. Synth only stages the build context; `cdk deploy` builds it (with Docker)."""
     from aws_cdk import aws_ecs as ecs
 
-    from cloudq.cdk.bundling import fargate_dockerfile
+    from cloudq.cdk.bundling import write_fargate_context
 
-    dockerfile = staged / "Dockerfile"
-    if not dockerfile.exists():
-        dockerfile.write_text(fargate_dockerfile(staged))
-    return ecs.ContainerImage.from_asset(str(staged))
-
-
-def synth_template(app: str | App, *, app_path: str | None = None, code: str | Path | None = None,
-                   workers: Workers = "lambda", outdir: str | Path | None = None,
-                   context: Mapping[str, Any] | None = None, **props: Any) -> dict[str, Any]:
-    """Synthesize a stack holding one ``CloudqService`` and return its template
-    (``cloudq deploy --print``)."""
-    cdk_app = cdk.App(outdir=str(outdir) if outdir else None, context=dict(context or {}))
-    stack = cdk.Stack(cdk_app, "Cloudq")
-    CloudqService(stack, "Tasks", app=app, app_path=app_path, code=code, workers=workers,
-                  **props)
-    assembly = cdk_app.synth()
-    template: dict[str, Any] = assembly.get_stack_by_name(stack.stack_name).template
-    return template
+    return ecs.ContainerImage.from_asset(str(write_fargate_context(staged)))
