@@ -14,10 +14,7 @@ import io
 import json
 import os
 import re
-import select
 import stat
-import subprocess
-import sys
 import time
 import zipfile
 from collections.abc import Iterator
@@ -45,78 +42,6 @@ UNSUPPORTED_IN_MOTO: dict[str, str] = {
 """Resource types removed from a template before moto's ``create_stack``, and why."""
 
 STACK_TIMEOUT_S = 60.0
-SERVER_START_S = 30.0
-
-_SERVE = """\
-import os, sys
-from cloudq.localaws import LocalAws
-aws = LocalAws(port=int(sys.argv[1])).start()
-print("ready", flush=True)
-os.dup2(2, 1)  # what moto prints from now on goes to stderr: nobody reads the pipe
-sys.stdin.read()  # until the parent closes the pipe (or dies)
-aws.stop()
-"""
-
-
-class MotoProcess:
-    """cloudq's embedded moto server (``LocalAws``) in a child process of its own.
-
-    moto keeps its state in module globals, so every moto server started inside one process
-    (the integration tier's ``local_aws`` among them) shares one set of queues and tables;
-    a child process keeps a stack's resources apart from every other test's.
-    """
-
-    def __init__(self) -> None:
-        from cloudq.localaws import free_port
-
-        self.port = free_port()
-        self._process: subprocess.Popen[str] | None = None
-
-    @property
-    def endpoint_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> MotoProcess:
-        """Start the server; like ``LocalAws.start``, give this process dummy credentials."""
-        from cloudq.localaws import use_dummy_credentials
-
-        use_dummy_credentials()
-        self._process = subprocess.Popen(
-            [sys.executable, "-c", _SERVE, str(self.port)], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, text=True)
-        assert self._process.stdout is not None
-        ready = _read_line(self._process.stdout, SERVER_START_S)
-        if ready.strip() != "ready":
-            self.stop()
-            raise DeployError(f"moto server did not start (said {ready!r})")
-        return self
-
-    def stop(self) -> None:
-        process, self._process = self._process, None
-        if process is None:
-            return
-        assert process.stdin is not None
-        process.stdin.close()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
-        if process.stdout is not None:
-            process.stdout.close()
-
-    def __enter__(self) -> MotoProcess:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-def _read_line(stream: Any, timeout_s: float) -> str:
-    ready, _, _ = select.select([stream], [], [], timeout_s)
-    return str(stream.readline()) if ready else ""
-
-
 class DeployError(AssertionError):
     """The stack did not reach CREATE_COMPLETE; the message carries moto's reasons."""
 
@@ -155,9 +80,12 @@ def deploy(assembly_dir: Path, stack_name: str, *, endpoint_url: str,
         publish_assets(clients, assembly_dir, asset_manifest, account=account, region=region)
     deployable, removed, removed_outputs = without_unsupported(template)
     cfn = clients.client("cloudformation")
-    cfn.create_stack(
-        StackName=stack_name, TemplateBody=json.dumps(deployable),
-        Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"])
+    try:  # moto creates the resources inside the call: most failures are its errors
+        cfn.create_stack(
+            StackName=stack_name, TemplateBody=json.dumps(deployable),
+            Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"])
+    except Exception as exc:
+        raise DeployError(f"create_stack {stack_name} failed: {exc}") from exc
     stack = wait_complete(cfn, stack_name)
     outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
     return Deployed(

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import io
 import json
 import os
 import platform
 import subprocess
 import sys
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,13 +18,13 @@ import pytest
 from tests.deploy.moto_cfn import (
     UNSUPPORTED_IN_MOTO,
     Deployed,
-    MotoProcess,
+    DeployError,
     asset_source,
     deploy,
     probe_unsupported,
-    without_unsupported,
     zip_directory,
 )
+from tests.deploy.moto_server import MotoProcess
 
 pytestmark = [
     pytest.mark.deploy, pytest.mark.integration,
@@ -52,47 +50,6 @@ def boto_client(aws: MotoProcess, service: str) -> Any:
 
 
 # -- the harness ----------------------------------------------------------------------------------
-def test_unsupported_resources_and_what_refers_to_them_are_left_out() -> None:
-    template = {
-        "Resources": {
-            "Queue": {"Type": "AWS::SQS::Queue", "Properties": {}},
-            "Alarm": {"Type": "AWS::CloudWatch::Alarm", "Properties": {
-                "Dimensions": [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["Queue", "Name"]}}]}},
-            "Uses": {"Type": "AWS::SSM::Parameter", "Properties": {
-                "Value": {"Fn::Sub": "${Alarm.Arn} fires"}}},
-            "After": {"Type": "AWS::SQS::Queue", "DependsOn": ["Alarm", "Queue"], "Properties": {
-                "RedrivePolicy": {"deadLetterTargetArn": {"Fn::GetAtt": ["Queue", "Arn"]}}}},
-            "Later": {"Type": "AWS::SQS::Queue", "DependsOn": "Alarm", "Properties": {}},
-        },
-        "Outputs": {"AlarmArn": {"Value": {"Fn::GetAtt": ["Alarm", "Arn"]}},
-                    "Said": {"Value": {"Ref": "Uses"}}, "QueueUrl": {"Value": {"Ref": "Queue"}}},
-    }
-    kept, removed, removed_outputs = without_unsupported(template)
-    assert removed == {"Alarm": "AWS::CloudWatch::Alarm", "Uses": "AWS::SSM::Parameter"}
-    assert removed_outputs == ["AlarmArn", "Said"]
-    assert sorted(kept["Resources"]) == ["After", "Later", "Queue"]
-    assert kept["Resources"]["After"]["DependsOn"] == ["Queue"]
-    assert "DependsOn" not in kept["Resources"]["Later"]
-    assert list(kept["Outputs"]) == ["QueueUrl"]
-    assert "Alarm" in template["Resources"]  # the caller's template is left as it was
-
-
-def test_zipped_assets_depend_only_on_paths_contents_and_modes(tmp_path: Path) -> None:
-    first, second = tmp_path / "a", tmp_path / "b"
-    for root, mtime in ((first, 1_000_000), (second, 2_000_000)):
-        (root / "pkg").mkdir(parents=True)
-        for path, text in ((root / "pkg" / "mod.py", "x = 1\n"), (root / "run", "#!/bin/sh\n")):
-            path.write_text(text)
-            os.utime(path, (mtime, mtime))
-        (root / "run").chmod(0o755)
-    assert zip_directory(first) == zip_directory(second)
-    with zipfile.ZipFile(io.BytesIO(zip_directory(first))) as archive:
-        assert archive.namelist() == ["pkg/mod.py", "run"]
-        assert archive.getinfo("run").external_attr >> 16 == 0o100755
-    (second / "run").chmod(0o644)
-    assert zip_directory(first) != zip_directory(second)
-
-
 def test_unsupported_types_are_really_unsupported(moto_server: MotoProcess) -> None:
     """Every type the harness removes is one moto's CloudFormation skips: when moto learns
     one, this fails, and the type should leave ``UNSUPPORTED_IN_MOTO``."""
@@ -100,6 +57,20 @@ def test_unsupported_types_are_really_unsupported(moto_server: MotoProcess) -> N
     created = probe_unsupported(moto_server.endpoint_url, sorted(UNSUPPORTED_IN_MOTO),
                                 region="eu-west-1")
     assert created == dict.fromkeys(UNSUPPORTED_IN_MOTO, False)
+
+
+def test_a_stack_moto_cannot_create_is_an_error_with_moto_s_reason(
+        moto_server: MotoProcess, tmp_path: Path) -> None:
+    """A function whose code asset was never published: moto's reason reaches the caller."""
+    function = {"Type": "AWS::Lambda::Function", "Properties": {
+        "Runtime": "python3.11", "Handler": "index.handler", "Role": "arn:aws:iam::"
+        f"{ACCOUNT}:role/none", "Code": {"S3Bucket": "missing-code", "S3Key": "code.zip"}}}
+    (tmp_path / "Broken.template.json").write_text(json.dumps({"Resources": {"Fn": function}}))
+    (tmp_path / "manifest.json").write_text(json.dumps({"artifacts": {"Broken": {
+        "type": "aws:cloudformation:stack",
+        "properties": {"templateFile": "Broken.template.json"}}}}))
+    with pytest.raises(DeployError, match=r"(?s)create_stack Broken failed: .*NoSuchBucket"):
+        deploy(tmp_path, "Broken", endpoint_url=moto_server.endpoint_url, region="eu-west-1")
 
 
 # -- the example app's stack, and cloudq's runtime against what it created --------------------
