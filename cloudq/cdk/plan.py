@@ -43,22 +43,27 @@ WORKER_SQS_ACTIONS = (
     "sqs:SendMessage", "sqs:GetQueueUrl", "sqs:GetQueueAttributes",
 )
 """What a worker does to the app's queues: receive, delete, extend visibility, send
-follow-ups, retries and hops (the batch calls share these actions), resolve URLs and depths."""
-WORKER_DLQ_ACTIONS = ("sqs:SendMessage", "sqs:GetQueueUrl", "sqs:GetQueueAttributes")
-"""A worker dead-letters poison itself, with its reason, and reads DLQ depths."""
+follow-ups, retries and hops (the batch calls share these actions), resolve URLs, and read
+depths (``cloudq poll`` checks each queue before polling; Lambda's event source reads them)."""
+WORKER_DLQ_ACTIONS = ("sqs:SendMessage", "sqs:GetQueueUrl")
+"""A worker dead-letters poison itself, with its reason; it never reads a DLQ (``cloudq dlq``
+and ``cloudq redrive`` are an operator's commands)."""
 WORKER_TABLE_ACTIONS = (
     "dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:UpdateItem",
     "dynamodb:DeleteItem",
 )
-"""Results, chord joins, revokes, locks, rate buckets and beat claims are items of one table."""
+"""Results, chord joins, revokes, locks and rate buckets are items of one table: read
+(revokes, idempotency, chord members), written, counted (joins, rate buckets), and a
+chord's fired claim is deleted again when its callback could not be sent."""
 WORKER_BUCKET_ACTIONS = ("s3:GetObject", "s3:PutObject")
-"""Claim checks: large arguments are read, large results and follow-ups are written."""
-SEND_ACTIONS = ("sqs:SendMessage", "sqs:GetQueueUrl", "sqs:GetQueueAttributes")
-"""A client that sends tasks (``grant_send``)."""
-SEND_TABLE_ACTIONS = ("dynamodb:PutItem", "dynamodb:UpdateItem")
-"""A sender also writes items: a group's members and a chord's join (canvases), revokes."""
+"""Claim checks: large arguments are read, large follow-ups (retries, chain steps) written."""
+SEND_ACTIONS = ("sqs:SendMessage", "sqs:GetQueueUrl")
+"""A client that sends tasks (``grant_send``): it looks each queue's URL up, then sends."""
+SEND_TABLE_ACTIONS = ("dynamodb:PutItem", "dynamodb:DeleteItem")
+"""A sender also writes items (a chord's join, a saved group, revokes) and deletes them
+(``forget()``); DeleteItem gives nothing PutItem on the same items does not."""
 READ_RESULT_ACTIONS = ("dynamodb:GetItem", "dynamodb:BatchGetItem")
-"""A client that reads results (``grant_read_results``)."""
+"""A client that reads results (``grant_read_results``): ``get``, ``GroupResult.get``."""
 SCHEDULE_ACTIONS = ("sqs:SendMessage",)
 """EventBridge Scheduler's role: it only sends the periodic tasks' messages."""
 
