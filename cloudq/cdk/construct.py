@@ -102,29 +102,28 @@ class CloudqService(Construct):
 
     # -- grants ------------------------------------------------------------------------------------
     def grant_send(self, grantee: iam.IGrantable) -> iam.Grant:
-        """Let ``grantee`` send tasks: every queue band, canvas join items and revokes in the
-        table, large arguments in the payload bucket."""
+        """Let ``grantee`` send tasks: every queue band; chord joins, saved groups and revokes
+        in the table, ``forget()``; large arguments in the payload bucket."""
         grant = self._grant_queues(grantee, planning.SEND_ACTIONS, dead_letters=False)
         self.table.grant(grantee, *planning.SEND_TABLE_ACTIONS)
-        if self.bucket is not None:
-            self.bucket.grant_put(grantee, f"{self.plan.payload_prefix}*")
+        self._grant_payloads(grantee, planning.SEND_BUCKET_ACTIONS)
         return grant
 
     def grant_read_results(self, grantee: iam.IGrantable) -> iam.Grant:
         """Let ``grantee`` read results (``AsyncResult.get``, ``GroupResult.get``)."""
-        grant = self.table.grant(grantee, *planning.READ_RESULT_ACTIONS)
-        if self.bucket is not None:
-            self.bucket.grant_read(grantee, f"{self.plan.payload_prefix}*")
-        return grant
+        return self.table.grant(grantee, *planning.READ_RESULT_ACTIONS)
 
     def grant_worker(self, grantee: iam.IGrantable) -> None:
         """What a worker (Lambda function or ``cloudq poll``) does, and nothing more."""
         self._grant_queues(grantee, planning.WORKER_SQS_ACTIONS, dead_letters=False)
         self._grant_queues(grantee, planning.WORKER_DLQ_ACTIONS, dead_letters=True)
         self.table.grant(grantee, *planning.WORKER_TABLE_ACTIONS)
+        self._grant_payloads(grantee, planning.WORKER_BUCKET_ACTIONS)
+
+    def _grant_payloads(self, grantee: iam.IGrantable, actions: Sequence[str]) -> None:
         if self.bucket is not None:
             iam.Grant.add_to_principal(
-                grantee=grantee, actions=list(planning.WORKER_BUCKET_ACTIONS),
+                grantee=grantee, actions=list(actions),
                 resource_arns=[self.bucket.arn_for_objects(f"{self.plan.payload_prefix}*")])
 
     def _grant_queues(self, grantee: iam.IGrantable, actions: Sequence[str], *,

@@ -62,6 +62,8 @@ SEND_ACTIONS = ("sqs:SendMessage", "sqs:GetQueueUrl")
 SEND_TABLE_ACTIONS = ("dynamodb:PutItem", "dynamodb:DeleteItem")
 """A sender also writes items (a chord's join, a saved group, revokes) and deletes them
 (``forget()``); DeleteItem gives nothing PutItem on the same items does not."""
+SEND_BUCKET_ACTIONS = ("s3:PutObject",)
+"""A sender writes arguments over ``message_size_limit`` to the payload bucket."""
 READ_RESULT_ACTIONS = ("dynamodb:GetItem", "dynamodb:BatchGetItem")
 """A client that reads results (``grant_read_results``): ``get``, ``GroupResult.get``."""
 SCHEDULE_ACTIONS = ("sqs:SendMessage",)

@@ -233,9 +233,6 @@ def test_client_grants_on_queues_and_table_are_exactly_what_clients_use(kind: Ki
         {part: need.get(part) for part in ("queue", "dlq", "table")}
 
 
-@pytest.mark.xfail(strict=True, reason="construct.py grants CDK's grant_put/grant_read sets "
-                   "(s3:Abort*, PutObjectTagging..., s3:GetObject*, GetBucket*, List*); "
-                   "clients only put payloads")
 def test_client_grants_on_the_bucket_are_exactly_what_clients_use(kind: Kind) -> None:
     have = granted(kind.template.role_statements(kind.client_role), kind.template)
     need = used(kind.of("client"), kind.template)
