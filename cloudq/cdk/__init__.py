@@ -6,8 +6,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from cloudq.cdk.construct import CloudqService
+    from cloudq.cdk.fargate import FargateOptions
 
-__all__ = ["CloudqService"]
+__all__ = ["CloudqService", "FargateOptions"]
 
 
 def __getattr__(name: str) -> Any:
@@ -15,4 +16,8 @@ def __getattr__(name: str) -> Any:
         from cloudq.cdk.construct import CloudqService
 
         return CloudqService
+    if name == "FargateOptions":
+        from cloudq.cdk.fargate import FargateOptions
+
+        return FargateOptions
     raise AttributeError(f"module 'cloudq.cdk' has no attribute {name!r}")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import aws_cdk as cdk
 from aws_cdk import aws_cloudwatch as cloudwatch
@@ -35,10 +35,10 @@ from constructs import Construct
 
 from cloudq.cdk import plan as planning
 from cloudq.cdk import suppressions as checkov
+from cloudq.cdk.fargate import FargateOptions, FargateWorkers
 from cloudq.cdk.plan import Plan, QueuePlan, Workers
 
 if TYPE_CHECKING:
-    from aws_cdk import aws_ec2 as ec2
     from aws_cdk import aws_ecs as ecs
     from aws_cdk import aws_sns as sns
 
@@ -66,9 +66,7 @@ class CloudqService(Construct):
         queues: Sequence[str] | None = None, production: bool = True,
         architecture: Architecture = "x86_64", python_version: str = "3.11",
         memory_mib: int = 512, requirements: Sequence[str] = (),
-        lambda_code: lambda_.Code | None = None, image: ecs.ContainerImage | None = None,
-        min_tasks: int = 0, max_tasks: int = 10, cpu: int = 512, task_memory_mib: int = 1024,
-        backlog_per_task: int = 100, vpc: ec2.IVpc | None = None,
+        lambda_code: lambda_.Code | None = None, fargate: FargateOptions | None = None,
         alarm_topic: sns.ITopic | None = None, oldest_message_alarm_s: int = 900,
         outputs: bool = True,
     ) -> None:
@@ -87,15 +85,13 @@ class CloudqService(Construct):
         self.bucket = self._bucket()
         self.worker_role: iam.IRole | None = None
         self.function: lambda_.Function | None = None
-        self.fargate: Any = None
+        self.fargate: FargateWorkers | None = None
         if workers == "lambda":
             self.function = self._lambda(lambda_code, architecture, python_version, memory_mib,
                                          requirements)
         else:
-            self.fargate = self._fargate(image, architecture, python_version, requirements,
-                                         min_tasks=min_tasks, max_tasks=max_tasks, cpu=cpu,
-                                         memory_mib=task_memory_mib, vpc=vpc,
-                                         backlog_per_task=backlog_per_task)
+            self.fargate = self._fargate(fargate or FargateOptions(), architecture,
+                                         python_version, requirements)
         self.schedule_group, self.schedule_role = self._schedules()
         if outputs:
             self._outputs(id)
@@ -259,16 +255,17 @@ class CloudqService(Construct):
                 max_concurrency=band.max_concurrency, report_batch_item_failures=True))
         return function
 
-    def _fargate(self, image: ecs.ContainerImage | None, architecture: Architecture,
-                 python_version: str, requirements: Sequence[str], **options: Any) -> Any:
-        from cloudq.cdk.fargate import FargateWorkers
-
-        if image is None:
-            image = _worker_image(self._staged(architecture, python_version, requirements))
+    def _fargate(self, options: FargateOptions, architecture: Architecture,
+                 python_version: str, requirements: Sequence[str]) -> FargateWorkers:
+        image = options.image or _worker_image(
+            self._staged(architecture, python_version, requirements))
         workers = FargateWorkers(
             self, "Workers", plan=self.plan, queues=list(self.queues.values()), image=image,
             environment=self.client_environment, grant_worker=self.grant_worker,
-            architecture=architecture, **options)
+            architecture=architecture, min_tasks=options.min_tasks,
+            max_tasks=options.max_tasks, cpu=options.cpu, memory_mib=options.memory_mib,
+            concurrency=options.concurrency, backlog_per_task=options.backlog_per_task,
+            vpc=options.vpc)
         self.worker_role = workers.task_definition.task_role
         return workers
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import aws_cdk as cdk
 from aws_cdk import aws_applicationautoscaling as appscaling
@@ -42,6 +43,22 @@ FARGATE_MEMORY_MIB: dict[int, Sequence[int]] = {
     16384: range(32768, 122881, 8192),
 }
 """Fargate's task sizes: CPU units and the memory (MiB) each allows."""
+
+
+@dataclass(frozen=True)
+class FargateOptions:
+    """How ``CloudqService(workers="fargate", fargate=FargateOptions(...))`` runs its workers."""
+
+    image: ecs.ContainerImage | None = None
+    """The worker image; default: the staged code on a Python base image (built on deploy)."""
+    min_tasks: int = 0
+    max_tasks: int = 10
+    cpu: int = 512
+    memory_mib: int = 1024
+    concurrency: int | None = None
+    """``cloudq poll -c``; default: the app's ``worker_concurrency``."""
+    backlog_per_task: int = 100
+    vpc: ec2.IVpc | None = None
 
 
 class FargateWorkers(Construct):

@@ -43,6 +43,7 @@ def assembly(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Syn
     os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
     import aws_cdk as cdk
 
+    from cloudq.cdk import FargateOptions
     from cloudq.cdk.stack import CloudqStack
 
     outdir = tmp_path_factory.mktemp("cdk.out")
@@ -50,7 +51,7 @@ def assembly(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Syn
     stacks = {
         "example": infra_app().build(app),
         "fargate": CloudqStack(app, "CloudqFargate", app="shop.tasks:app", code=EXAMPLES,
-                               workers="fargate", min_tasks=0, max_tasks=4),
+                               workers="fargate", fargate=FargateOptions(max_tasks=4)),
         "orders": CloudqStack(app, "CloudqOrders", app="orders:app", code=APPS,
                               production=False),
     }

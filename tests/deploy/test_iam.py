@@ -90,7 +90,7 @@ def synthesize(workers: dict[str, iam_app.ObservedApp], outdir: Path) -> dict[st
     from aws_cdk import aws_iam as iam
     from aws_cdk import aws_lambda as lambda_
 
-    from cloudq.cdk import CloudqService
+    from cloudq.cdk import CloudqService, FargateOptions
 
     cdk_app = cdk.App(outdir=str(outdir))
     stacks = {}
@@ -100,7 +100,7 @@ def synthesize(workers: dict[str, iam_app.ObservedApp], outdir: Path) -> dict[st
         service = CloudqService(
             stack, "Tasks", app=worker, app_path=APP_PATH, workers=kind,
             production=False, lambda_code=lambda_.Code.from_inline("handler = None"),
-            image=ecs.ContainerImage.from_registry("python:3.12-slim"))
+            fargate=FargateOptions(image=ecs.ContainerImage.from_registry("python:3.12-slim")))
         client = iam.Role(stack, "Client", assumed_by=iam.AccountRootPrincipal())
         service.grant_send(client)
         service.grant_read_results(client)
