@@ -14,6 +14,10 @@ batch processor turns the outcomes into ``{"batchItemFailures": [...]}``:
   ``lambda_min_time_to_start`` are reported failed without being touched.
 
 An all-failed batch is returned, not raised, so Lambda never re-runs records that succeeded.
+The event is read before any record runs (``lambda_event``): an event that is not from SQS
+is refused with ``NotAnSqsEvent``; a record without a ``messageId`` is logged and skipped; a
+malformed record with one is reported failed without running; the response names only
+message ids of the batch.
 When the app has ``async def`` tasks, the records of a standard queue's batch run
 concurrently (``lambda_async_concurrency`` at a time) on one event loop, through
 ``aprocess_message``. FIFO queues use the FIFO processor: after the first record that must
@@ -37,7 +41,15 @@ from cloudq.runners.execute import (
     is_async,
     process_message,
 )
-from cloudq.transports.base import ReceivedMessage, is_fifo
+from cloudq.runners.lambda_event import (
+    Batch,
+    MalformedRecord,
+    NotAnSqsEvent,
+    queue_name,
+    read_event,
+    received_message,
+)
+from cloudq.transports.base import ReceivedMessage
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -46,6 +58,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+__all__ = ["HandBack", "LambdaHandler", "MalformedRecord", "NotAnSqsEvent", "NotStarted",
+           "queue_name", "received_message"]
+
 
 class NotStarted(CloudqError):
     """The function's remaining time was too short to start this record."""
@@ -53,31 +68,6 @@ class NotStarted(CloudqError):
 
 class HandBack(CloudqError):
     """The record must come back later; its visibility was set to the delay."""
-
-
-def queue_name(event_source_arn: str, prefix: str) -> str:
-    """The logical queue name of an SQS ARN (``arn:aws:sqs:region:account:name``)."""
-    physical = event_source_arn.rsplit(":", 1)[-1]
-    return physical.removeprefix(prefix) if prefix and physical.startswith(prefix) else physical
-
-
-def received_message(record: dict[str, Any], prefix: str) -> ReceivedMessage:
-    """An SQS event record as the ReceivedMessage ``process_message`` takes."""
-    attributes = record.get("attributes") or {}
-    message_attributes = record.get("messageAttributes") or {}
-    return ReceivedMessage(
-        queue=queue_name(record["eventSourceARN"], prefix),
-        body=record["body"],
-        message_id=record["messageId"],
-        receipt=record["receiptHandle"],
-        receive_count=int(attributes.get("ApproximateReceiveCount", 1)),
-        attributes={
-            name: value["stringValue"] for name, value in message_attributes.items()
-            if isinstance(value, dict) and value.get("stringValue") is not None
-        },
-        sent_at_ms=int(attributes["SentTimestamp"]) if "SentTimestamp" in attributes else None,
-        group_id=attributes.get("MessageGroupId"),
-    )
 
 
 class LambdaHandler:
@@ -101,6 +91,19 @@ class LambdaHandler:
         return self
 
     def __call__(self, event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+        batch = read_event(event)  # raises NotAnSqsEvent before anything runs
+        if not batch.runnable:
+            return batch.response([])
+        handed_back: list[str] = []
+        response = self._process(batch, context, handed_back)
+        if batch.fifo and handed_back:
+            self._release_after(batch.reportable, handed_back[0])
+        if self._observability is not None:
+            self._observability.flush()
+        return batch.response([item.get("itemIdentifier")
+                               for item in response["batchItemFailures"]])
+
+    def _process(self, batch: Batch, context: Any, handed_back: list[str]) -> dict[str, Any]:
         from aws_lambda_powertools.utilities.batch import (
             AsyncBatchProcessor,
             BatchProcessor,
@@ -110,30 +113,20 @@ class LambdaHandler:
             process_partial_response,
         )
 
-        records = event.get("Records") or []
-        if not records:
-            return {"batchItemFailures": []}
-        fifo = is_fifo(records[0].get("eventSourceARN", ""))
+        event = {"Records": batch.runnable}
         deadline = _deadline(context)
-        handed_back: list[str] = []
-        if not fifo and self.concurrent:
+        if not batch.fifo and self.concurrent:
             limit = _Limit(self.app.settings.lambda_async_concurrency)
             processor: Any = AsyncBatchProcessor(EventType.SQS)
             processor.raise_on_entire_batch_failure = False
-            response = async_process_partial_response(
+            return dict(async_process_partial_response(
                 event=event, processor=processor, context=context,
-                record_handler=lambda record: self._ahandle(record, deadline, limit))
-        else:
-            processor = SqsFifoPartialProcessor() if fifo else BatchProcessor(EventType.SQS)
-            processor.raise_on_entire_batch_failure = False
-            response = process_partial_response(
-                event=event, processor=processor, context=context,
-                record_handler=lambda record: self._handle(record, deadline, handed_back))
-        if fifo and handed_back:
-            self._release_after(records, handed_back[0])
-        if self._observability is not None:
-            self._observability.flush()
-        return dict(response)
+                record_handler=lambda record: self._ahandle(record, deadline, limit)))
+        processor = SqsFifoPartialProcessor() if batch.fifo else BatchProcessor(EventType.SQS)
+        processor.raise_on_entire_batch_failure = False
+        return dict(process_partial_response(
+            event=event, processor=processor, context=context,
+            record_handler=lambda record: self._handle(record, deadline, handed_back)))
 
     def _handle(self, record: SQSRecord, deadline: float | None, handed_back: list[str]) -> Outcome:
         message = self._startable(record, deadline)
@@ -166,7 +159,13 @@ class LambdaHandler:
             return await asyncio.to_thread(self._settle, message, disposition, [])
 
     def _startable(self, record: SQSRecord, deadline: float | None) -> ReceivedMessage:
-        message = received_message(record.raw_event, self.app.settings.queue_prefix)
+        try:
+            message = received_message(record.raw_event, self.app.settings.queue_prefix)
+        except MalformedRecord as exc:
+            logger.error("message %s: malformed SQS record (%s); reported failed without "
+                         "running: SQS delivers it again, then its redrive policy moves it to "
+                         "the DLQ", record.raw_event["messageId"], exc)
+            raise
         if deadline is not None:
             left_s = deadline - time.monotonic()
             if left_s < self.app.settings.lambda_min_time_to_start:
@@ -185,11 +184,18 @@ class LambdaHandler:
 
     def _release_after(self, records: list[dict[str, Any]], message_id: str) -> None:
         """FIFO: the records skipped after a hand-back become visible now, not after the
-        visibility timeout; their group stays held by SQS until the handed-back one is due."""
+        visibility timeout; their group stays held by SQS until the handed-back one is due.
+        A malformed one among them cannot be released: it comes back after the timeout."""
         ids = [record["messageId"] for record in records]
         prefix = self.app.settings.queue_prefix
-        rest = [received_message(r, prefix) for r in records[ids.index(message_id) + 1:]]
-        self.app.transport.extend_visibility(rest, 0)
+        rest = []
+        for record in records[ids.index(message_id) + 1:]:
+            try:
+                rest.append(received_message(record, prefix))
+            except MalformedRecord:
+                continue
+        if rest:
+            self.app.transport.extend_visibility(rest, 0)
 
 
 class _Limit:
