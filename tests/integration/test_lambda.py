@@ -408,6 +408,95 @@ def test_a_recorded_fifo_event_is_processed_in_order_and_stops_at_a_hand_back(
     assert lambda_app.runs == ["x"]
 
 
+# -- events and records the event source does not send ------------------------------------------
+def malformed(event: dict[str, Any], like: int, **changes: Any) -> dict[str, Any]:
+    """A copy of the event's record ``like`` with fields changed (``None``: removed)."""
+    rec = json.loads(json.dumps(event["Records"][like]))
+    for name, value in changes.items():
+        if value is None:
+            rec.pop(name, None)
+        else:
+            rec[name] = value
+    return rec
+
+
+def test_a_recorded_event_with_malformed_records_runs_the_others_once_and_reports_only_them(
+    app: cloudq.App, handler: LambdaHandler, aws_calls: RequestCounter,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    results = [add.apply_async((n, n), queue=BRIEF) for n in (1, 2, 3)]
+    batch = sorted(receive(app, BRIEF, expect=3), key=lambda m: envelope(m).args)
+    event = recorded_event("sqs_standard_batch.json", app, BRIEF, batch[:2])
+    # A copy of the first record without its messageId (it would run add(1, 1) again), and
+    # the third message's record without its body.
+    event["Records"].insert(1, malformed(event, 0, messageId=None))
+    event["Records"].append(malformed(event, 1, messageId=batch[2].message_id,
+                                      receiptHandle=batch[2].receipt, body=None))
+    aws_calls.reset()
+
+    response = handler(event, LambdaContext())
+    delete_processed(app, batch, response)
+
+    assert response == failures(batch[2])
+    assert lambda_app.runs == ["add(1, 1)", "add(2, 2)"]
+    assert aws_calls.counts["DynamoDB.PutItem"] == 2  # each result written once
+    assert [r.get(timeout=1) for r in results[:2]] == [2, 4]
+    logged = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert any("record 2 of 4 has no messageId" in line for line in logged)
+    assert any(batch[2].message_id in line and "body is missing" in line for line in logged)
+    [again] = receive(app, BRIEF, wait_s=3)  # reported failed: back after the 1 s timeout
+    assert (again.message_id, again.receive_count) == (batch[2].message_id, 2)
+    assert invoke_lambda(app, handler, [again]) == NO_FAILURES
+    assert results[2].get(timeout=1) == 6
+    assert counts(app, BRIEF) == {"visible": 0, "in_flight": 0}
+
+
+def test_events_that_are_not_sqs_events_are_refused_before_any_aws_call(
+    app: cloudq.App, handler: LambdaHandler, aws_calls: RequestCounter,
+) -> None:
+    add.delay(1, 2)
+    [waiting] = receive(app)
+    real = recorded_event("sqs_message_attributes.json", app, "default", [waiting])
+    s3 = {"eventSource": "aws:s3", "eventName": "ObjectCreated:Put", "s3": {}}
+    sns = {"EventSource": "aws:sns", "Sns": {"MessageId": waiting.message_id, "Message": "x"}}
+    not_sqs: list[Any] = [[real["Records"][0]], "Records", None, {}, {"Records": None},
+                          {"source": "aws.events", "detail-type": "Scheduled Event"},
+                          {"Records": [s3]}, {"Records": [sns, sns]}]
+    aws_calls.reset()
+
+    for event in not_sqs:
+        with pytest.raises(cloudq.ConfigError, match="not an SQS event"):
+            handler(event, LambdaContext())
+
+    assert aws_calls.total == 0
+    assert lambda_app.runs == []
+    assert invoke_lambda(app, handler, [waiting]) == NO_FAILURES  # the real one is untouched
+    assert lambda_app.runs == ["add(1, 2)"]
+
+
+@pytest.mark.parametrize(("change", "reported"), [
+    ({"body": None}, [1, 2]),
+    ({"messageId": None}, [2]),
+], ids=["malformed", "no-message-id"])
+def test_a_recorded_fifo_event_stops_at_a_malformed_record_and_hands_the_rest_back(
+    app: cloudq.App, handler: LambdaHandler, change: dict[str, Any], reported: list[int],
+) -> None:
+    for label in ("x", "y", "z"):
+        record.apply_async((label,), queue=FIFO)
+    batch = receive(app, FIFO, expect=3)
+    event = recorded_event("sqs_fifo_batch.json", app, FIFO, batch)
+    event["Records"][1] = malformed(event, 1, **change)
+
+    response = handler(event, LambdaContext())
+    delete_processed(app, batch, response)
+
+    assert response == failures(*(batch[i] for i in reported))
+    assert lambda_app.runs == ["x"]  # "z" was not run out of turn
+    # Reported failed: back after the visibility timeout (the record without a messageId
+    # was not reported, so the event source deleted its message, as it would).
+    assert counts(app, FIFO) == {"visible": 0, "in_flight": len(reported)}
+
+
 # -- the module handler --------------------------------------------------------------------------
 @pytest.fixture
 def module_handler(monkeypatch: pytest.MonkeyPatch) -> Any:
