@@ -9,13 +9,12 @@ from typing import Any
 
 import click
 
-from cloudq.cli import cli
+from cloudq.cli import app_options, cli
 from cloudq.errors import CloudqError, ConfigError
 
 
 @cli.command()
-@click.option("-A", "--app", "app_path", metavar="MODULE:ATTR", envvar="CLOUDQ_APP",
-              help="The cloudq App, e.g. shop.tasks:app. Default: $CLOUDQ_APP.")
+@app_options
 @click.option("--code", type=click.Path(exists=True, file_okay=False, path_type=Path),
               default=".", show_default=True,
               help="Directory holding the app's packages; bundled for the workers.")
@@ -31,8 +30,9 @@ from cloudq.errors import CloudqError, ConfigError
               help="A throw-away stack: table and bucket are deleted with it (default: kept).")
 @click.option("--architecture", type=click.Choice(["x86_64", "arm64"]), default="x86_64",
               show_default=True, help="CPU architecture of the workers.")
-def deploy(app_path: str | None, code: Path, workers: str, print_template: bool, out: Path,
-           stack_name: str, dev: bool, architecture: str) -> None:
+def deploy(app_path: str | None, endpoint_url: str | None, region: str | None, code: Path,
+           workers: str, print_template: bool, out: Path, stack_name: str, dev: bool,
+           architecture: str) -> None:
     """Synthesize the stack that deploys the app: queues and dead-letter queues, result table,
     payload bucket, workers, EventBridge schedules, alarms, least-privilege IAM.
 
@@ -45,8 +45,14 @@ def deploy(app_path: str | None, code: Path, workers: str, print_template: bool,
       cloudq deploy -A shop.tasks:app --print > template.json
       cloudq deploy -A shop.tasks:app --code src --out cdk.out
       npx aws-cdk@2 deploy --app cdk.out          # then deploy what it wrote
-      cloudq deploy -A shop.tasks:app --workers fargate --dev
+      cloudq deploy -A shop.tasks:app --workers fargate --dev --region eu-west-1
     """
+    app_path = app_path or os.environ.get("CLOUDQ_APP")
+    if endpoint_url:
+        raise click.UsageError("--endpoint-url: `cloudq deploy` only writes a template; to deploy "
+                               "into LocalStack use cdklocal (docs/deploy.md, LocalStack)")
+    if region:
+        os.environ["CDK_DEFAULT_REGION"] = region
     if not app_path:
         raise click.UsageError("no app given: pass -A module:attr (e.g. -A shop.tasks:app) "
                                "or set CLOUDQ_APP")

@@ -101,3 +101,13 @@ def test_cloudq_deploy_names_what_is_wrong(tmp_path: Path, monkeypatch: pytest.M
     assert result.exit_code == 1
     assert "nowhere" in result.output
     assert not list((tmp_path / "cdk.out").glob("*.json"))
+
+
+def test_cloudq_deploy_refuses_an_endpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from cloudq.cli import cli
+
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["deploy", "-A", "shop.tasks:app", "--print",
+                                      "--endpoint-url", "http://127.0.0.1:4566"])
+    assert result.exit_code == 2
+    assert "cdklocal" in result.output

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMANDS = ("poll", "provision", "dev", "call", "result", "purge", "beat", "schedule export",
-            "schedule sync")
+            "schedule sync", "deploy")
 
 APP_SOURCE = """\
 import cloudq
