@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from cloudq import serialization
 from cloudq.errors import DecodeError, EncodeError, RemoteTaskError
-from cloudq.serialization import TAG, dumps, loads, to_jsonable
+from cloudq.serialization import TAG, Decoding, dumps, loads, to_jsonable
 
 
 class Address(BaseModel):
@@ -79,25 +79,30 @@ def test_bytearray_comes_back_as_bytes() -> None:
     assert round_trip(bytearray(b"abc")) == b"abc"
 
 
-def test_pydantic_model_comes_back_as_the_model() -> None:
+def test_pydantic_model_the_decoding_allows_comes_back_as_the_model() -> None:
     customer = Customer(
         name="Ada", joined=datetime(2026, 1, 2, 3, 4, tzinfo=UTC), balance=Decimal("10.50"),
         address=Address(street="1 Loop", moved_in=date(2020, 5, 1)),
     )
 
-    back = round_trip(customer)
+    back = loads(dumps(customer), Decoding(models=(Customer,)))
 
     assert isinstance(back, Customer)
     assert back == customer
 
 
-def test_pydantic_model_that_cannot_be_imported_comes_back_as_its_fields() -> None:
-    class Local(BaseModel):
-        x: int
+def test_pydantic_model_the_decoding_does_not_allow_comes_back_as_its_fields() -> None:
+    back = loads(dumps(Address(street="1 Loop", moved_in=date(2020, 5, 1))),
+                 Decoding(models=(Customer,)))
 
-    back = round_trip(Local(x=1))
+    assert back == {"street": "1 Loop", "moved_in": "2020-05-01"}
 
-    assert back == {"x": 1}
+
+def test_pydantic_model_a_strict_decoding_does_not_allow_is_a_decode_error() -> None:
+    with pytest.raises(DecodeError, match=r"value\[0\]: model type 'tests\.unit\..*:Address' "
+                       "is not allowed"):
+        loads(dumps([Address(street="1 Loop", moved_in=date(2020, 5, 1))]),
+              Decoding(models=(Customer,), strict=True))
 
 
 def test_builtin_exception_comes_back_with_type_and_args() -> None:
