@@ -8,7 +8,9 @@ A body on the queue is a JSON object in one of three frames:
   body is over ``message_size_limit``; the S3 object holds a plain or compressed frame.
 
 With a ``signing_key`` every frame carries ``"sig"``: HMAC-SHA256 over the frame's canonical
-JSON without ``"sig"``. This module does no I/O: fetching claim checks is the caller's job.
+JSON without ``"sig"``. A signature is checked before anything else is read from the frame, and
+``previous_keys`` (key rotation) verify but never sign. This module does no I/O: fetching claim
+checks is the caller's job.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import hashlib
 import hmac
 import json
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -26,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
 from cloudq.errors import DecodeError, SignatureError
+from cloudq.redaction import cut, quote
 
 VERSION: Literal[1] = 1
 BEAT_NAMESPACE = uuid.UUID("5b0c39f1-7d3e-4c1a-9a57-1f3c2e6d8b40")
@@ -144,15 +148,23 @@ def _sign(frame: dict[str, Any], key: str | None) -> dict[str, Any]:
     return frame
 
 
-def _verify(frame: dict[str, Any], key: str | None) -> None:
+def _verify(frame: dict[str, Any], key: str | None, previous_keys: Sequence[str] = ()) -> None:
     sig = frame.pop("sig", None)  # dropped even unchecked: a signed body is still a valid body
     if not key:
         return
     if not isinstance(sig, str):
         raise SignatureError("message is not signed, but this worker requires signed messages")
-    expected = hmac.new(key.encode(), _canonical(frame), hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(sig, expected):
-        raise SignatureError("message signature does not match the signing key")
+    try:
+        canonical = _canonical(frame)
+    except RecursionError as exc:  # unverifiable, so nothing in it may be trusted
+        raise SignatureError("message is nested too deep for its signature to be checked"
+                             ) from exc
+    for candidate in (key, *previous_keys):  # every key is tried: no timing tells which matched
+        expected = hmac.new(candidate.encode(), canonical, hashlib.sha256).hexdigest()
+        if hmac.compare_digest(sig, expected):
+            return
+    raise SignatureError("message signature does not match the signing key"
+                         + (" or a previous key" if previous_keys else ""))
 
 
 def encode(envelope: Envelope, *, signing_key: str | None = None) -> str:
@@ -191,13 +203,14 @@ def _from_template(frame: dict[str, Any]) -> dict[str, Any]:
         at = datetime.fromisoformat(at_text)
         expires_s = beat.get("expires_s")
     except (KeyError, TypeError, ValueError) as exc:
-        raise DecodeError(f"bad periodic task template {beat!r}: {exc}") from exc
+        raise DecodeError(f"bad periodic task template {quote(beat)}: {cut(str(exc))}") from exc
     if at.tzinfo is None:
         at = at.replace(tzinfo=UTC)
     task_id = tick_id(name, at)
     headers = frame.get("headers") or {}
     if not isinstance(headers, dict):
-        raise DecodeError(f"bad periodic task template: headers must be an object, not {headers!r}")
+        raise DecodeError("bad periodic task template: headers must be an object, not "
+                          f"{quote(headers)}")
     return {
         **frame, "id": task_id, "root_id": task_id, "sent_at": at,
         "headers": {**headers, **dict(zip(TEMPLATE_HEADERS, (name, tick_text(at)), strict=True))},
@@ -212,17 +225,31 @@ def claim_check(envelope: Envelope, bucket: str, key: str, *, signing_key: str |
     return json.dumps(_sign(frame, signing_key), separators=(",", ":"))
 
 
-def decode(body: str | bytes, *, signing_key: str | None = None) -> Envelope | ClaimCheck:
-    """Parse a queue body into an envelope, or the claim check to fetch it with."""
+def _parse(body: str | bytes) -> Any:
     try:
-        frame = json.loads(body)
+        return json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DecodeError(f"message body is not JSON: {exc}") from exc
+        raise DecodeError(f"message body is not JSON: {cut(str(exc))}") from exc
+    except RecursionError as exc:
+        raise DecodeError("message body is nested too deep to be parsed") from exc
+
+
+def decode(body: str | bytes, *, signing_key: str | None = None,
+           previous_keys: Sequence[str] = ()) -> Envelope | ClaimCheck:
+    """Parse a queue body into an envelope, or the claim check to fetch it with.
+
+    With a ``signing_key`` the signature is checked first: a forged body is a
+    :class:`SignatureError` whatever else is wrong with it, so nothing in it is trusted."""
+    frame = _parse(body)
     if not isinstance(frame, dict):
+        if signing_key:
+            raise SignatureError(f"message body is a JSON {type(frame).__name__}, not a "
+                                 "signed object")
         raise DecodeError(f"message body is a JSON {type(frame).__name__}, not an object")
+    _verify(frame, signing_key, previous_keys)
     if frame.get("v") != VERSION:
-        raise DecodeError(f"unsupported message version {frame.get('v')!r} (expected {VERSION})")
-    _verify(frame, signing_key)
+        raise DecodeError(f"unsupported message version {quote(frame.get('v'))} "
+                          f"(expected {VERSION})")
     if "beat" in frame and "id" not in frame:
         frame = _from_template(frame)
     if "s3" in frame:
@@ -231,17 +258,20 @@ def decode(body: str | bytes, *, signing_key: str | None = None) -> Envelope | C
             return ClaimCheck(id=frame["id"], task=frame["task"], bucket=ref["bucket"],
                               key=ref["key"])
         except (KeyError, TypeError, PydanticValidationError) as exc:
-            raise DecodeError(f"bad claim check: {exc}") from exc
+            raise DecodeError(f"bad claim check: {cut(str(exc))}") from exc
     if "gzip" in frame:
         try:
             frame = json.loads(gzip.decompress(base64.b64decode(frame["gzip"])))
         except (OSError, ValueError, TypeError) as exc:
-            raise DecodeError(f"bad gzip payload: {exc}") from exc
+            raise DecodeError(f"bad gzip payload: {cut(str(exc))}") from exc
+        except RecursionError as exc:
+            raise DecodeError("compressed message body is nested too deep to be parsed") from exc
     try:
         return Envelope.model_validate(frame)
     except PydanticValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+            f"{cut('.'.join(str(p) for p in e['loc']), 80)}: {cut(e['msg'], 80)}"
+            for e in exc.errors()[:5]
         )
         raise DecodeError(f"invalid task message: {problems}") from exc
 
@@ -250,7 +280,7 @@ def peek(body: str | bytes) -> tuple[str | None, str | None]:
     """Best-effort (task id, task name) of a body that may not decode, for poison reports."""
     try:
         frame = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         return None, None
     if not isinstance(frame, dict):
         return None, None
