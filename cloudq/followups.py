@@ -14,7 +14,7 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from cloudq.errors import EncodeError, ValidationError
+from cloudq.errors import MessageError
 from cloudq.serialization import from_jsonable
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ def _send_all(
         one = Plan()
         try:
             expand(app, signature, tuple(prepend), one, parent=parent)
-        except (EncodeError, ValidationError) as exc:
+        except MessageError as exc:  # cannot be encoded, decoded or does not fit its task
             logger.error("task %s[%s]: follow-up %s not sent: %s", parent.task, parent.id,
                          signature.get("task") or signature.get("subtask_type"), exc)
             continue
@@ -52,10 +52,12 @@ def send_callbacks(app: App, parent: Envelope, retval: Any) -> None:
         _send_all(app, parent.link, (retval,), parent)
 
 
-def request_dict(envelope: Envelope) -> dict[str, Any]:
+def request_dict(app: App, envelope: Envelope) -> dict[str, Any]:
+    rules = app.decoding(envelope.task)
     return {
-        "id": envelope.id, "task": envelope.task, "args": from_jsonable(envelope.args),
-        "kwargs": from_jsonable(envelope.kwargs), "retries": envelope.retries,
+        "id": envelope.id, "task": envelope.task,
+        "args": from_jsonable(envelope.args, rules, path="args"),
+        "kwargs": from_jsonable(envelope.kwargs, rules, path="kwargs"), "retries": envelope.retries,
         "root_id": envelope.root_id, "parent_id": envelope.parent_id,
         "group_id": envelope.group_id,
     }
@@ -63,5 +65,5 @@ def request_dict(envelope: Envelope) -> dict[str, Any]:
 
 def send_errbacks(app: App, parent: Envelope, exc: BaseException, einfo: str) -> None:
     if parent.link_error:
-        extra = (request_dict(parent), exc, einfo)
+        extra = (request_dict(app, parent), exc, einfo)
         _send_all(app, parent.link_error, extra, parent)

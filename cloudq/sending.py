@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from cloudq import message as wire
 from cloudq.errors import EncodeError, ValidationError
+from cloudq.redaction import quote
 from cloudq.routing import band_queue
 from cloudq.serialization import to_jsonable
 from cloudq.task import _current_request
@@ -56,7 +57,7 @@ def signature_dicts(app: App, value: Any) -> list[dict[str, Any]]:
         elif isinstance(item, Mapping):
             out.append(dict(item))
         else:
-            raise ValidationError(f"link/link_error takes signatures, got {item!r}")
+            raise ValidationError(f"link/link_error takes signatures, got {quote(item)}")
     return out
 
 
@@ -95,10 +96,11 @@ def build_envelope(  # noqa: C901 - one linear pass over apply_async's options
         raise ValidationError(f"{name}: kwargs must be a dict with str keys")
     if task is None:
         task = app.tasks.get(name)
+    show = app.settings.log_argument_values
     if task is not None and task.typing:
-        task.arguments.check(args, kwargs)
-    json_args = to_jsonable(list(args), "args")
-    json_kwargs = to_jsonable(kwargs, "kwargs")
+        task.arguments.check(args, kwargs, show_values=show)
+    json_args = to_jsonable(list(args), "args", show_values=show)
+    json_kwargs = to_jsonable(kwargs, "kwargs", show_values=show)
 
     settings = app.settings
     route = app.router.route(name, args, kwargs, {"queue": queue, "priority": priority})

@@ -196,7 +196,8 @@ def _expand_task(app: App, sig: SigDict, options: dict[str, Any], prepend: tuple
                  parent: Envelope | None, group_id: str | None) -> None:
     from cloudq.sending import build_envelope
 
-    args = list(from_jsonable(sig.get("args", [])))
+    rules = app.decoding(sig["task"])  # the models the next task names, rebuilt to be re-sent
+    args = list(from_jsonable(sig.get("args", []), rules, path="args"))
     if not sig.get("immutable"):
         args = [*prepend, *args]
     options.pop("group_id", None)
@@ -204,7 +205,8 @@ def _expand_task(app: App, sig: SigDict, options: dict[str, Any], prepend: tuple
         options.setdefault("root_id", parent.root_id or parent.id)
         options.setdefault("parent_id", parent.id)
     plan.envelopes.append(build_envelope(
-        app, sig["task"], args, from_jsonable(sig.get("kwargs", {})), chain=rest,
+        app, sig["task"], args, from_jsonable(sig.get("kwargs", {}), rules, path="kwargs"),
+        chain=rest,
         chord=membership, group_id=group_id, **options,
     ))
 

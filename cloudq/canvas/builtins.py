@@ -11,16 +11,25 @@ if TYPE_CHECKING:
     from cloudq.task import Task
 
 
+def _call(app: App, task: Task[Any, Any], args: tuple[Any, ...]) -> Any:
+    """Run ``task`` here on ``args`` checked (and typed) by its annotations, as a worker would."""
+    if task.typing:
+        args, kwargs = task.arguments.rebuild(args, {},
+                                              show_values=app.settings.log_argument_values)
+        return task(*args, **kwargs)
+    return task(*args)
+
+
 def register_builtins(app: App) -> None:
     @app.task(name="cloudq.map", typing=False)
     def map_(task: str, it: list[Any]) -> list[Any]:
-        fn = app.task_for(task)
-        return [fn(item) for item in it]
+        fn = app.task_for(task)  # only a registered task, with arguments checked as its own
+        return [_call(app, fn, (item,)) for item in it]
 
     @app.task(name="cloudq.starmap", typing=False)
     def starmap(task: str, it: list[Any]) -> list[Any]:
         fn = app.task_for(task)
-        return [fn(*args) for args in it]
+        return [_call(app, fn, tuple(args)) for args in it]
 
     @app.task(name="cloudq.collect", typing=False)
     def collect(results: list[Any]) -> list[Any]:

@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 from cloudq import states
 from cloudq.canvas.apply import Plan, expand, member_id, result_id, run_plan
-from cloudq.errors import ChordError, EncodeError, TaskRevokedError, ValidationError
+from cloudq.errors import ChordError, MessageError, TaskRevokedError
+from cloudq.redaction import cut
 
 if TYPE_CHECKING:
     from cloudq.app import App
@@ -45,7 +46,7 @@ def succeeded(app: App, envelope: Envelope, retval: Any) -> None:
         try:
             expand(app, envelope.chain[0], (retval,), plan, rest=envelope.chain[1:],
                    membership=envelope.chord, parent=envelope)
-        except (EncodeError, ValidationError) as exc:  # the program's error: fail the chain
+        except MessageError as exc:  # the program's error: fail the chain
             logger.error("task %s[%s]: next step of its chain cannot be sent: %s",
                          envelope.task, envelope.id, exc)
             failed(app, envelope, exc)
@@ -124,7 +125,7 @@ def _send_body(app: App, group_id: str) -> None:
             expand(app, body, (results,), plan, rest=list(chord.get("chain") or []),
                    membership=chord.get("membership"))
             run_plan(app, plan)
-        except (EncodeError, ValidationError) as exc:  # the program's error: fail the chord
+        except MessageError as exc:  # the program's error: fail the chord
             _fail_body(app, group_id, chord, exc)
     else:
         _fail_body(app, group_id, chord, ChordError(_dependency_failed(broken)))
@@ -134,7 +135,7 @@ def _dependency_failed(meta: Any) -> str:
     if meta.state == states.REVOKED:
         reason = (meta.extra or {}).get("reason") or "revoked"
         return f"dependency {meta.task_id} was {reason}: {TaskRevokedError.__name__}"
-    return f"dependency {meta.task_id} raised {meta.result!r}"
+    return f"dependency {meta.task_id} raised {cut(repr(meta.result))}"
 
 
 def _fail_body(app: App, group_id: str, chord: dict[str, Any], exc: Exception) -> None:

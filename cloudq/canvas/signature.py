@@ -14,7 +14,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from cloudq.errors import ValidationError
-from cloudq.serialization import from_jsonable, to_jsonable
+from cloudq.redaction import quote
+from cloudq.serialization import LENIENT, from_jsonable, to_jsonable
 
 if TYPE_CHECKING:
     from cloudq.app import App
@@ -283,7 +284,7 @@ def maybe_signature(value: Signature | Mapping[str, Any], app: App | None = None
     if isinstance(value, Signature):
         return value
     if not isinstance(value, Mapping):
-        raise ValidationError(f"expected a signature, got {value!r}")
+        raise ValidationError(f"expected a signature, got {quote(value)}")
     return from_dict(value, app)
 
 
@@ -297,8 +298,9 @@ def from_dict(data: Mapping[str, Any], app: App | None = None) -> Signature:
     if kind == "chord":
         return Chord([from_dict(t, app) for t in data["header"]], from_dict(data["body"], app),
                      app=app, **options)
-    return Signature(data["task"], from_jsonable(data.get("args", [])),
-                     from_jsonable(data.get("kwargs", {})), options,
+    rules = app.decoding(data["task"]) if app is not None else LENIENT
+    return Signature(data["task"], from_jsonable(data.get("args", []), rules, path="args"),
+                     from_jsonable(data.get("kwargs", {}), rules, path="kwargs"), options,
                      bool(data.get("immutable")), app)
 
 

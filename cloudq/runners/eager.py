@@ -14,8 +14,8 @@ from cloudq import states
 from cloudq.errors import Retry
 from cloudq.result import AsyncResult
 from cloudq.results import ResultMeta
-from cloudq.runners.execute import invoke, request_for
-from cloudq.serialization import from_jsonable, to_jsonable
+from cloudq.runners.execute import decoded_arguments, invoke, request_for
+from cloudq.serialization import to_jsonable
 
 if TYPE_CHECKING:
     from cloudq.app import App
@@ -46,7 +46,8 @@ def apply_envelope(app: App, task: Task[Any, Any], envelope: Envelope) -> EagerR
 
     while True:
         args, kwargs = task.arguments.rebuild(
-            from_jsonable(envelope.args), from_jsonable(envelope.kwargs)
+            *decoded_arguments(app, envelope, strict=True),
+            show_values=app.settings.log_argument_values,
         )
         request = request_for(envelope, args, kwargs, {"queue": envelope.queue}, is_eager=True)
         try:

@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 from cloudq import message as wire
 from cloudq.errors import ValidationError
+from cloudq.redaction import cut, quote
 from cloudq.scheduler.entries import periodic_headers
 from cloudq.sending import build_envelope, publish
+from cloudq.transports.base import MAX_DELAY_S
 
 if TYPE_CHECKING:
     from cloudq.app import App
@@ -26,8 +28,13 @@ def send_ticks(app: App, request: Request, *, name: str, task: str, args: list[A
                copies: int) -> int:
     tick = request.headers.get("periodic_tick")
     if not isinstance(tick, str):
-        raise ValidationError(f"cloudq.fanout for {name!r} was not sent by a periodic schedule "
-                              "(no periodic_tick header)")
+        raise ValidationError(f"cloudq.fanout for {cut(repr(name))} was not sent by a periodic "
+                              "schedule (no periodic_tick header)")
+    if not (isinstance(every_s, int) and isinstance(copies, int) and every_s >= 1
+            and copies >= 1 and (copies - 1) * every_s <= MAX_DELAY_S):
+        raise ValidationError(  # what a schedule sync writes always fits; a forged one may not
+            f"cloudq.fanout for {cut(repr(name))}: copies={quote(copies)} every "
+            f"{quote(every_s)} s do not fit SQS's {MAX_DELAY_S} s delay window")
     start = datetime.fromisoformat(tick)
     options = dict(options)
     headers = options.pop("headers", None) or {}
