@@ -42,16 +42,24 @@ def bands(queue: str) -> list[str]:
     return [queue + suffix for suffix in BAND_SUFFIXES]
 
 
+def polling_tiers(queues: Iterable[str]) -> list[list[str]]:
+    """The bands of several queues grouped by urgency: every high band, then every normal band
+    and FIFO queue (a FIFO queue has no priority), then every low band. A poller serves a tier
+    only when the tiers above it have no work (``cloudq.runners.poller``)."""
+    names = list(dict.fromkeys(queues))
+    tiers: list[list[str]] = [[] for _ in BAND_SUFFIXES]
+    for name in names:
+        if is_fifo(name):
+            tiers[BAND_SUFFIXES.index("")].append(name)
+        else:
+            for tier, band in zip(tiers, bands(name), strict=True):
+                tier.append(band)
+    return tiers
+
+
 def polling_order(queues: Iterable[str]) -> list[str]:
     """The bands of several queues in the order a poller should prefer them."""
-    names = list(dict.fromkeys(queues))
-    ordered: list[str] = []
-    for index in range(len(BAND_SUFFIXES)):
-        for name in names:
-            band = bands(name)
-            if index < len(band):
-                ordered.append(band[index])
-    return ordered
+    return [band for tier in polling_tiers(queues) for band in tier]
 
 
 Route = dict[str, Any]

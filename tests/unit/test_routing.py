@@ -9,7 +9,7 @@ import pytest
 
 import cloudq
 from cloudq import message as wire
-from cloudq.routing import Router, band_queue, bands, polling_order
+from cloudq.routing import Router, band_queue, bands, polling_order, polling_tiers
 
 Queued = Callable[..., list[wire.Envelope]]
 
@@ -198,7 +198,8 @@ def test_band_helpers() -> None:
 
 def test_pollers_ask_every_queues_urgent_band_first() -> None:
     assert polling_order(["a", "b.fifo", "c", "a"]) == [
-        "a-high", "b.fifo", "c-high", "a", "c", "a-low", "c-low"]
+        "a-high", "c-high", "a", "b.fifo", "c", "a-low", "c-low"]
+    assert polling_tiers(["a", "b.fifo"]) == [["a-high"], ["a", "b.fifo"], ["a-low"]]
 
 
 def test_app_lists_the_queues_its_settings_and_tasks_mention(
