@@ -16,6 +16,8 @@ MAX_DELAY_S = 900
 """The longest per-message delay SQS accepts; longer countdowns hop (see ``cloudq.message``)."""
 MAX_BATCH = 10
 """The most entries one SQS batch call takes."""
+REASON_ATTRIBUTE = "cloudq-reason"
+"""The message attribute that says why cloudq moved a message to a dead-letter queue."""
 
 
 def is_fifo(queue: str) -> bool:
@@ -103,7 +105,7 @@ class Transport(abc.ABC):
         (the poller deletes it, a Lambda reports it as processed), so one code path serves both.
         """
         dlq = dead_letter_queue_name(message.queue)
-        attributes = {**message.attributes, "cloudq-reason": reason[:1000],
+        attributes = {**message.attributes, REASON_ATTRIBUTE: reason[:1000],
                       "cloudq-source-queue": message.queue}
         group_id = message.group_id or ("dead-letter" if is_fifo(dlq) else None)
         self.send(dlq, OutgoingMessage(
@@ -127,6 +129,11 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     def depth(self, queue: str) -> int:
         """Approximate number of messages waiting (visible) in ``queue``."""
+
+    def remaining(self, queue: str) -> int:
+        """Approximate number of messages in ``queue`` not deleted yet: visible, in flight
+        (received by anyone, not deleted) and delayed. 0: the queue is drained."""
+        return self.depth(queue)
 
     def close(self) -> None:
         """Release connections."""

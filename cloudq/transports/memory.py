@@ -204,6 +204,10 @@ class MemoryTransport(Transport):
             now = self._clock()
             return sum(1 for m in self._queue(queue).messages if m.visible_at <= now)
 
+    def remaining(self, queue: str) -> int:
+        with self._lock:
+            return len(self._queue(queue).messages)
+
     # -- inspection for tests ---------------------------------------------------------------------
     def bodies(self, queue: str) -> list[str]:
         """Every body in ``queue``, visible or not, oldest first."""

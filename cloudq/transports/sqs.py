@@ -229,6 +229,14 @@ class SqsTransport(Transport):
             raise self._error(exc, queue) from exc
         return int(attributes.get("ApproximateNumberOfMessages", 0))
 
+    def remaining(self, queue: str) -> int:
+        try:
+            attributes = self._sqs.get_queue_attributes(
+                QueueUrl=self.queue_url(queue), AttributeNames=wire.COUNT_ATTRIBUTES)["Attributes"]
+        except ClientError as exc:
+            raise self._error(exc, queue) from exc
+        return sum(int(attributes.get(name, 0)) for name in wire.COUNT_ATTRIBUTES)
+
     def close(self) -> None:
         self._urls.clear()
 

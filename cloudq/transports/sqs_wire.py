@@ -9,11 +9,17 @@ from __future__ import annotations
 import json
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from cloudq.errors import TransportError
-from cloudq.transports.base import MAX_BATCH, OutgoingMessage, ReceivedMessage, is_fifo
+from cloudq.transports.base import (
+    MAX_BATCH,
+    REASON_ATTRIBUTE,
+    OutgoingMessage,
+    ReceivedMessage,
+    is_fifo,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.literals import QueueAttributeNameType
@@ -36,6 +42,11 @@ COUNT_ATTRIBUTES: list[Any] = [
     "ApproximateNumberOfMessagesDelayed",
 ]
 
+NO_REASON = "no reason recorded: delivery limit (max_receive_count reached)"
+"""What a dead-lettered message without a cloudq reason is: SQS's redrive policy moved it after
+``max_receive_count`` receives that did not delete it (workers crashed or were killed, the
+store was down for longer than the receives last). Its body is as sent: re-sending it runs it."""
+
 # Error codes, without the "AWS.SimpleQueueService." prefix of the query protocol.
 MISSING_QUEUE = frozenset({"QueueDoesNotExist", "NonExistentQueue"})
 QUEUE_EXISTS = frozenset({"QueueAlreadyExists", "QueueNameExists"})
@@ -46,6 +57,12 @@ MESSAGE_GONE = frozenset({"ReceiptHandleIsInvalid", "MessageNotInflight", "Inval
 def error_code(code: str) -> str:
     """An SQS error code without the query protocol's ``AWS.SimpleQueueService.`` prefix."""
     return code.removeprefix("AWS.SimpleQueueService.")
+
+
+def dead_letter_reason(attributes: Mapping[str, str]) -> str:
+    """Why a message is in a dead-letter queue, from its (string) message attributes: the
+    reason cloudq recorded when it moved it there, else :data:`NO_REASON`."""
+    return attributes.get(REASON_ATTRIBUTE) or NO_REASON
 
 
 def send_params(queue: str, message: OutgoingMessage) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from cloudq.transports.base import (
 )
 from cloudq.transports.memory import MemoryTransport
 from cloudq.transports.sqs import SqsTransport
+from cloudq.transports.sqs_wire import NO_REASON, dead_letter_reason
 
 pytestmark = pytest.mark.integration
 
@@ -177,6 +178,18 @@ def test_redrive_after_max_receive_count(transport: Transport) -> None:
     assert transport.receive(queue) == []
     [dead] = drain(transport, dead_letter_queue_name(queue), 1)
     assert dead.body == "fails twice"
+    assert dead_letter_reason(dead.attributes) == NO_REASON  # moved by SQS, not by cloudq
+
+
+def test_remaining_counts_visible_in_flight_and_delayed(transport: Transport) -> None:
+    queue = make_queue(transport)
+    transport.send_batch(queue, [OutgoingMessage(body=f"m{i}") for i in range(2)])
+    transport.send(queue, OutgoingMessage(body="delayed", delay_s=60))
+    [in_flight] = transport.receive(queue, max_messages=1, wait_s=1)
+
+    assert transport.remaining(queue) == 3
+    transport.ack([in_flight])
+    assert transport.remaining(queue) == 2
 
 
 def test_fifo_keeps_order_within_a_group(transport: Transport) -> None:
