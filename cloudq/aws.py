@@ -25,12 +25,12 @@ DUMMY_ACCESS_KEY = "testing"
 DUMMY_SECRET_KEY = "testing"
 
 
-def client_config() -> Config:
+def client_config(max_attempts: int = 5) -> Config:
     """The botocore settings every cloudq client uses."""
     from botocore.config import Config
 
     return Config(
-        retries={"mode": "standard", "max_attempts": 5},
+        retries={"mode": "standard", "max_attempts": max_attempts},
         max_pool_connections=50,
         read_timeout=25,  # longer than SQS's 20 s long poll
         connect_timeout=5,
@@ -40,9 +40,12 @@ def client_config() -> Config:
 class AwsClients:
     """The SQS, DynamoDB and S3 clients of one app, for one region and endpoint."""
 
-    def __init__(self, region: str, endpoint_url: str | None = None) -> None:
+    def __init__(self, region: str, endpoint_url: str | None = None, *,
+                 max_attempts: int = 5) -> None:
         self.region = region
         self.endpoint_url = endpoint_url
+        self.max_attempts = max_attempts
+        """Attempts per call, retries included (``aws_max_attempts``)."""
         self._lock = threading.Lock()
         self._session: boto3.session.Session | None = None
         self._clients: dict[str, Any] = {}
@@ -86,7 +89,7 @@ class AwsClients:
                     service,  # type: ignore[call-overload]
                     region_name=self.region,
                     endpoint_url=self.endpoint_url,
-                    config=client_config(),
+                    config=client_config(self.max_attempts),
                 )
                 self._clients[service] = client
             return client
