@@ -52,3 +52,8 @@ task_revoked = Signal("task_revoked")
 task_rejected = Signal("task_rejected")
 worker_ready = Signal("worker_ready")
 worker_shutdown = Signal("worker_shutdown")
+store_unavailable = Signal("store_unavailable")
+"""A poller paused receiving because the store is unreachable: ``sender`` is the poller, with
+``failures`` (messages in a row that failed on it), ``handed_back`` and ``error`` (the last)."""
+store_available = Signal("store_available")
+"""A paused poller's probe of the store succeeded and it receives again: ``paused_s``."""
