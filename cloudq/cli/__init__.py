@@ -177,7 +177,9 @@ def cli(ctx: click.Context, app_path: str | None, endpoint_url: str | None,
               help="Messages held per slot of concurrency.")
 @click.option("--max-tasks-per-child", type=click.IntRange(min=1),
               help="Replace a pool process after this many tasks (processes pool).")
-@click.option("--burst", is_flag=True, help="Exit once the queues are empty.")
+@click.option("--burst", is_flag=True,
+              help="Exit once the queues are drained (in-flight and delayed messages count, "
+                   "for up to worker_burst_wait seconds).")
 @loglevel_option
 def poll(app: App, queues: list[str], concurrency: int | None, pool: str | None,
          prefetch_multiplier: int | None, max_tasks_per_child: int | None, burst: bool,
