@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/roundtrip.py
 	$(BIN)/python benchmarks/chord.py
 	$(BIN)/python benchmarks/aio_send.py --run
+	$(BIN)/python benchmarks/vs_celery.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
