@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from cloudq.app import App
     from cloudq.aws import AwsClients
     from cloudq.message import Envelope
+    from cloudq.results import ResultMeta
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,8 @@ class AsyncFace(Protocol):
     async def put_item(self, key: str, item: Item, *, ttl_s: float) -> None: ...
 
     async def put_payload(self, bucket: str, key: str, body: str) -> None: ...
+
+    async def get_payload(self, bucket: str, key: str) -> str: ...
 
     async def close(self) -> None: ...
 
@@ -83,6 +86,9 @@ class TwinFace:
 
     async def put_payload(self, bucket: str, key: str, body: str) -> None:
         self.app.payloads(bucket).put(key, body)  # as the blocking publish does
+
+    async def get_payload(self, bucket: str, key: str) -> str:
+        return self.app.payloads(bucket).get(key)
 
     async def close(self) -> None:
         return None
@@ -239,6 +245,22 @@ class AioFace:
         await s3.put_object(Bucket=bucket, Key=key, Body=body.encode(),
                             ContentType="application/json")
 
+    async def get_payload(self, bucket: str, key: str) -> str:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        from cloudq.payloads import S3Payloads
+
+        s3 = await self._client("s3")
+        try:
+            response = await s3.get_object(Bucket=bucket, Key=key)
+            async with response["Body"] as stream:
+                body: bytes = await stream.read()
+        except ClientError as exc:  # the blocking face's reading of S3's answer
+            raise S3Payloads(self.aws, bucket).read_error(exc, key) from exc
+        except BotoCoreError as exc:
+            raise TransportError(f"S3 GetObject of s3://{bucket}/{key} failed: {exc}") from exc
+        return body.decode()
+
     def _store_error(self, exc: Exception) -> Exception:
         from botocore.exceptions import ClientError
 
@@ -282,7 +304,7 @@ class _LoopClients:
                 if self._session is None:
                     self._session = aioboto3.Session(**self.aws.session_kwargs())
                 context = self._session.client(service, endpoint_url=self.aws.endpoint_url,
-                                               config=client_config())
+                                               config=client_config(self.aws.max_attempts))
                 self._clients[service] = await context.__aenter__()
                 self._contexts.append(context)
             return self._clients[service]
@@ -309,6 +331,19 @@ async def apublish(app: App, envelopes: Sequence[Envelope]) -> None:
         await face.put_payload(bucket, key, body)
     await asyncio.gather(*(face.send(queue, outgoing) for queue, outgoing in box.by_queue.items()))
     log_sent(envelopes)
+
+
+async def aresult_meta(app: App, task_id: str, item: Item | None) -> ResultMeta:
+    """The record of ``task_id`` in ``item``, with a result kept in S3 fetched (awaited)."""
+    from cloudq.errors import PayloadMissing, ResultError
+    from cloudq.records import claim_of
+
+    claim = claim_of(item)
+    try:
+        payload = None if claim is None else await app.aio.get_payload(*claim)
+    except PayloadMissing as exc:
+        raise ResultError(f"the result of task {task_id} was kept in {exc.message}") from exc
+    return app.backend.meta_from(task_id, item, payload=payload)
 
 
 async def arun_plan(app: App, plan: Any) -> None:

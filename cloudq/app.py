@@ -13,10 +13,13 @@ from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar,
 from cloudq.config import Conf, Settings
 from cloudq.errors import ConfigError, NotRegistered
 from cloudq.ratelimit import RateLimit
+from cloudq.redaction import cut
 from cloudq.routing import Router
 from cloudq.task import TASK_OPTIONS, Task
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from cloudq.aio import AsyncFace
     from cloudq.aws import AwsClients
     from cloudq.message import Envelope
@@ -24,6 +27,7 @@ if TYPE_CHECKING:
     from cloudq.result import AsyncResult
     from cloudq.results import ResultBackend
     from cloudq.runners.lambda_runner import LambdaHandler
+    from cloudq.serialization import Decoding
     from cloudq.stores.base import Store
     from cloudq.transports.base import Transport
 
@@ -31,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 R = TypeVar("R")
+M = TypeVar("M", bound="BaseModel")
 
 _current: App | None = None
 _current_lock = threading.Lock()
@@ -74,6 +79,7 @@ class App:
     ) -> None:
         self.main = main
         self.tasks: dict[str, Task[Any, Any]] = {}
+        self._types: dict[type[BaseModel], None] = {}
         self._lock = threading.RLock()
         self._transport = transport
         self._store = store
@@ -162,9 +168,35 @@ class App:
             return self.tasks[name]
         except KeyError:
             raise NotRegistered(
-                f"task {name!r} is not registered with app {self.main!r} (is its module "
-                "imported by the worker?)"
+                f"task {cut(repr(name))} is not registered with app {self.main!r} (is its "
+                "module imported by the worker?)"
             ) from None
+
+    def register_type(self, cls: type[M]) -> type[M]:
+        """Let values of pydantic model ``cls`` be rebuilt in any task's arguments and results,
+        not only where a task's annotations name it (docs/security.md). Returns ``cls``, so it
+        also works as a class decorator."""
+        from pydantic import BaseModel
+
+        if not (isinstance(cls, type) and issubclass(cls, BaseModel)):
+            raise ConfigError(f"app.register_type({cls!r}): only pydantic model classes are "
+                              "rebuilt from messages")
+        with self._lock:
+            self._types[cls] = None
+        return cls
+
+    def decoding(self, task_name: str | None, *, strict: bool = False) -> Decoding:
+        """How values of task ``task_name`` are decoded here: the models its annotations name
+        (if it is registered here) and those given to :meth:`register_type`; nothing else is
+        rebuilt, nothing is imported. ``strict``: another model is an error (a worker decoding
+        the task's arguments), not a dict of its fields; a task with ``typing=False`` (the
+        canvas built-ins among them) always gets the dict."""
+        from cloudq.serialization import Decoding
+
+        task = self.tasks.get(task_name) if task_name else None
+        models = (*(task.arguments.model_types if task is not None else ()), *self._types)
+        return Decoding(models=models, strict=strict and (task is None or task.typing),
+                        show_values=self.settings.log_argument_values)
 
     # -- sending -----------------------------------------------------------------------------------
     def send_task(
@@ -244,7 +276,8 @@ class App:
     def aws(self) -> AwsClients:
         from cloudq.aws import AwsClients
 
-        return AwsClients(region=self.settings.region, endpoint_url=self.settings.endpoint_url)
+        return AwsClients(region=self.settings.region, endpoint_url=self.settings.endpoint_url,
+                          max_attempts=self.settings.aws_max_attempts)
 
     @property
     def transport(self) -> Transport:
@@ -285,7 +318,11 @@ class App:
     def backend(self) -> ResultBackend:
         from cloudq.results import ResultBackend
 
-        return ResultBackend(self.store, expires_s=self.settings.result_expires_s)
+        settings = self.settings
+        return ResultBackend(self.store, expires_s=settings.result_expires_s,
+                             payload_bucket=settings.payload_bucket,
+                             compression=settings.result_compression, payloads=self.payloads,
+                             decoding=self.decoding)
 
     def payloads(self, bucket: str) -> S3Payloads:
         with self._lock:

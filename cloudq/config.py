@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Mapping
 from datetime import timedelta
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     """AWS region of the queues, table and bucket."""
     endpoint_url: str | None = None
     """Send every AWS call here instead of AWS (moto server, LocalStack)."""
+    aws_max_attempts: int = Field(default=5, ge=1, le=20)
+    """Attempts per AWS call, the first one included (botocore's standard retry mode, with
+    exponential back-off): what one call to a failing service costs before it raises."""
 
     # -- queues ------------------------------------------------------------------------------------
     queue_prefix: str = "cloudq-"
@@ -52,9 +55,17 @@ class Settings(BaseSettings):
     message_size_limit: int = Field(default=256 * 1024, ge=1024, le=1024 * 1024)
     """Largest message body sent inline; larger bodies go to ``payload_bucket``."""
     payload_bucket: str | None = None
-    """S3 bucket for bodies over ``message_size_limit`` (claim check)."""
+    """S3 bucket for bodies over ``message_size_limit`` (claim check), and for results too big
+    for their DynamoDB item (without it such a result is stored as a FAILURE saying so)."""
     signing_key: str | None = None
     """HMAC-SHA256 key: senders sign bodies, workers refuse unsigned or forged ones."""
+    signing_previous_keys: list[str] = Field(default_factory=list)
+    """Keys that were ``signing_key`` before (key rotation): workers still accept messages signed
+    with them, nothing is signed with them. Drop one once no message signed with it can still
+    be waiting (SQS retention, delayed messages, EventBridge templates: docs/security.md)."""
+    log_argument_values: bool = True
+    """Whether dead-letter reasons, FAILURE records, error messages and logs may quote a short,
+    cut prefix of an argument value; False: they give only its type and size (secrets in args)."""
 
     # -- results -----------------------------------------------------------------------------------
     result_table: str = "cloudq-results"
@@ -65,6 +76,8 @@ class Settings(BaseSettings):
     task_serializer: Literal["json"] = "json"
     task_compression: Literal["gzip"] | None = None
     result_compression: Literal["gzip"] | None = None
+    """``"gzip"``: results of 1 KiB or more are stored gzip+base64 (``result_encoding`` says so)
+    and decoded on reading, so large compressible results fit in their item."""
 
     # -- execution ---------------------------------------------------------------------------------
     task_always_eager: bool = False
@@ -85,6 +98,18 @@ class Settings(BaseSettings):
     worker_revoke_check_interval: float = Field(default=5.0, ge=0)
     """Seconds between the poller's reads of its running tasks' revokes (one BatchGetItem each
     time while busy, none while idle), to stop those revoked with ``terminate=True``; 0: off."""
+    worker_store_failure_threshold: int = Field(default=2, ge=1, le=100)
+    """Messages in a row whose handling failed because the store (DynamoDB) was unreachable
+    (after the client's own retries) before the poller pauses receiving until a probe of the
+    store succeeds. Keep ``max_receive_count`` above this + 1 (see the worker guide)."""
+    worker_burst_wait: float = Field(default=30.0, ge=0)
+    """Longest (seconds) ``cloudq poll --burst`` waits, once every queue looks empty and it
+    holds nothing, for messages it cannot receive yet (in flight with other workers, delayed, a
+    FIFO group not yet unlocked) before it exits anyway, with status 1. 0: exit as soon as the
+    queues look empty."""
+    worker_store_probe_max_interval: float = Field(default=30.0, gt=0, le=600)
+    """Longest wait (seconds) between a paused poller's probes of the store (a GetItem); the
+    waits start at 0.5 s and double."""
 
     # -- Lambda ---------------------------------------------------------------------------------
     lambda_min_time_to_start: float = Field(default=3.0, ge=0)
@@ -151,6 +176,13 @@ class Settings(BaseSettings):
             raise ValueError("SQS queue names take only letters, digits, '-', '_' and '.'")
         return value
 
+    @model_validator(mode="after")
+    def _previous_keys_need_a_key(self) -> Settings:
+        if self.signing_previous_keys and not self.signing_key:
+            raise ValueError("signing_previous_keys is set but signing_key is not: previous "
+                             "keys only verify, so set the current key too")
+        return self
+
     @property
     def result_expires_s(self) -> int:
         return int(self.result_expires.total_seconds())
@@ -168,6 +200,16 @@ def check_names(values: Mapping[str, Any], where: str) -> None:
             raise ConfigError(f"unknown setting {name!r} in {where}{hint}")
 
 
+SECRET_SETTINGS = frozenset({"signing_key", "signing_previous_keys"})
+"""Settings whose values an error message never shows."""
+
+
+def _echoable(loc: tuple[Any, ...]) -> bool:
+    """Whether an error may show its input: not for secrets, nor for errors about the whole
+    settings model (whose input is every setting)."""
+    return bool(loc) and loc[0] not in SECRET_SETTINGS
+
+
 def build_settings(*layers: Mapping[str, Any]) -> Settings:
     """Validate the merged layers (later layers win) on top of env and defaults."""
     merged: dict[str, Any] = {}
@@ -178,7 +220,7 @@ def build_settings(*layers: Mapping[str, Any]) -> Settings:
     except PydanticValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or '?'}: {err['msg']}"
-            f" (got {err.get('input')!r})"
+            + (f" (got {err.get('input')!r})" if _echoable(err['loc']) else "")
             for err in exc.errors()
         )
         raise ConfigError(f"invalid setting: {problems}") from exc

@@ -51,6 +51,14 @@ class SignatureError(DecodeError):
     """A task message's signature is missing or does not match the signing key."""
 
 
+class PayloadMissing(DecodeError):
+    """A claim check names an S3 object (or bucket) that does not exist: the message is poison."""
+
+
+class ResultTooLarge(EncodeError):
+    """A task's result is too large for its DynamoDB item, and no payload bucket is set."""
+
+
 class ValidationError(MessageError):
     """The arguments do not match the task's signature."""
 
@@ -69,6 +77,12 @@ class ResultError(CloudqError):
 
 class StoreError(ResultError):
     """The result store (DynamoDB) failed."""
+
+
+class StoreUnavailable(StoreError):
+    """The result store (DynamoDB) cannot be reached, is throttling or is failing on its side
+    (a connection error, throttling or a 5xx, after the client's own retries): not the task's
+    fault, and likely to pass."""
 
 
 class TimeoutError(ResultError):
@@ -161,13 +175,16 @@ __all__ = [
     "MaxRetriesExceededError",
     "MessageError",
     "NotRegistered",
+    "PayloadMissing",
     "Reject",
     "RemoteTaskError",
     "ResultError",
+    "ResultTooLarge",
     "Retry",
     "SignatureError",
     "SoftTimeLimitExceeded",
     "StoreError",
+    "StoreUnavailable",
     "TaskControl",
     "TaskRevokedError",
     "TaskTerminated",

@@ -1,4 +1,5 @@
-"""S3 claim checks: message bodies too big for SQS are stored in a bucket under ``payloads/``.
+"""S3 claim checks: message bodies too big for SQS and results too big for a DynamoDB item are
+stored in a bucket under ``payloads/``.
 
 The bucket's lifecycle rule drops them after 14 days (SQS keeps a message at most that long).
 """
@@ -8,9 +9,9 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, cast
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
-from cloudq.errors import ConfigError, DecodeError, TransportError
+from cloudq.errors import ConfigError, DecodeError, PayloadMissing, TransportError
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -24,6 +25,8 @@ PAYLOAD_PREFIX = "payloads/"
 PAYLOAD_EXPIRY_DAYS = 14
 LIFECYCLE_RULE_ID = "cloudq-payloads-expire"
 MISSING_BUCKET = frozenset({"NoSuchBucket", "404", "NotFound"})
+MISSING_OBJECT = frozenset({"NoSuchKey"})
+DENIED = frozenset({"AccessDenied", "403", "Forbidden"})
 
 
 def _code(exc: ClientError) -> str:
@@ -49,15 +52,31 @@ class S3Payloads:
             raise self._error(exc, key) from exc
 
     def get(self, key: str) -> str:
+        """The body at ``key``. A missing object or bucket is PayloadMissing (poison: it will
+        not appear later); anything else (unreachable, throttled, denied) is TransportError,
+        which the worker treats as passing."""
         try:
             response = self._s3.get_object(Bucket=self.bucket, Key=key)
+            return response["Body"].read().decode()
         except ClientError as exc:
-            if _code(exc) == "NoSuchKey":
-                raise DecodeError(
-                    f"message payload s3://{self.bucket}/{key} does not exist (expired or deleted)"
-                ) from exc
-            raise self._error(exc, key) from exc
-        return response["Body"].read().decode()
+            raise self.read_error(exc, key) from exc
+        except BotoCoreError as exc:  # connection refused or reset, timeouts
+            raise TransportError(
+                f"S3 GetObject of s3://{self.bucket}/{key} failed: {exc}") from exc
+
+    def read_error(self, exc: ClientError, key: str) -> DecodeError | TransportError:
+        code = _code(exc)
+        where = f"s3://{self.bucket}/{key}"
+        if code in MISSING_OBJECT:
+            return PayloadMissing(f"payload {where} does not exist (expired or deleted)")
+        if code in MISSING_BUCKET:
+            return PayloadMissing(f"payload {where} does not exist: no bucket {self.bucket!r}")
+        if code in DENIED:
+            return TransportError(
+                f"S3 GetObject of {where} was denied ({code}): the role needs s3:GetObject on "
+                f"{PAYLOAD_PREFIX}* of {self.bucket!r} (without s3:ListBucket, AWS also answers "
+                "AccessDenied for an object that does not exist)")
+        return TransportError(f"S3 GetObject of {where} failed: {exc}")
 
     def _error(self, exc: ClientError, key: str) -> ConfigError | TransportError:
         if _code(exc) in MISSING_BUCKET:

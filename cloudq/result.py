@@ -127,12 +127,14 @@ class AsyncResult(Generic[R]):
     async def aget(self, timeout: float | None = None, propagate: bool = True,
                    interval: float = MAX_POLL_S) -> R:
         """``get`` from async code: awaits between polls instead of blocking the loop."""
+        from cloudq.aio import aresult_meta
         from cloudq.results import task_key
 
         for pause in waits(timeout, interval):
-            meta = self.app.backend.meta_from(self.id, await self.app.aio.get_item(
-                task_key(self.id)))
+            item = await self.app.aio.get_item(task_key(self.id))
+            meta = self.app.backend.meta_from(self.id, item)
             if meta.ready:
+                meta = await aresult_meta(self.app, self.id, item)
                 value: R = self._outcome(meta, propagate)
                 return value
             if pause is None:

@@ -74,6 +74,7 @@ class GroupResult:
     async def aget(self, timeout: float | None = None, propagate: bool = True,
                    interval: float = MAX_POLL_S) -> list[Any]:
         """``get`` from async code: awaits between polls instead of blocking the loop."""
+        from cloudq.aio import aresult_meta
         from cloudq.results import task_key
 
         ids = [r.id for r in self.results]
@@ -82,6 +83,7 @@ class GroupResult:
             found = await self.app.aio.get_items([task_key(i) for i in ids])
             metas = [backend.meta_from(i, found.get(task_key(i))) for i in ids]
             if all(m.ready for m in metas):
+                metas = [await aresult_meta(self.app, i, found.get(task_key(i))) for i in ids]
                 return [self._value(m, propagate) for m in metas]
             if pause is None:
                 raise self._timeout(metas, timeout)

@@ -106,8 +106,11 @@ class CloudqService(Construct):
         return grant
 
     def grant_read_results(self, grantee: iam.IGrantable) -> iam.Grant:
-        """Let ``grantee`` read results (``AsyncResult.get``, ``GroupResult.get``)."""
-        return self.table.grant(grantee, *planning.READ_RESULT_ACTIONS)
+        """Let ``grantee`` read results (``AsyncResult.get``, ``GroupResult.get``), those too
+        big for their item from the payload bucket too."""
+        grant = self.table.grant(grantee, *planning.READ_RESULT_ACTIONS)
+        self._grant_payloads(grantee, planning.READ_RESULT_BUCKET_ACTIONS)
+        return grant
 
     def grant_worker(self, grantee: iam.IGrantable) -> None:
         """What a worker (Lambda function or ``cloudq poll``) does, and nothing more."""

@@ -56,7 +56,8 @@ WORKER_TABLE_ACTIONS = (
 (revokes, idempotency, chord members), written, counted (joins, rate buckets), and a
 chord's fired claim is deleted again when its callback could not be sent."""
 WORKER_BUCKET_ACTIONS = ("s3:GetObject", "s3:PutObject")
-"""Claim checks: large arguments are read, large follow-ups (retries, chain steps) written."""
+"""Claim checks: large arguments are read, large follow-ups (retries, chain steps) and
+results too big for their item written."""
 SEND_ACTIONS = ("sqs:SendMessage", "sqs:GetQueueUrl")
 """A client that sends tasks (``grant_send``): it looks each queue's URL up, then sends."""
 SEND_TABLE_ACTIONS = ("dynamodb:PutItem", "dynamodb:DeleteItem")
@@ -66,6 +67,8 @@ SEND_BUCKET_ACTIONS = ("s3:PutObject",)
 """A sender writes arguments over ``message_size_limit`` to the payload bucket."""
 READ_RESULT_ACTIONS = ("dynamodb:GetItem", "dynamodb:BatchGetItem")
 """A client that reads results (``grant_read_results``): ``get``, ``GroupResult.get``."""
+READ_RESULT_BUCKET_ACTIONS = ("s3:GetObject",)
+"""A reader also fetches results too big for their item, which workers keep in the bucket."""
 SCHEDULE_ACTIONS = ("sqs:SendMessage",)
 """EventBridge Scheduler's role: it only sends the periodic tasks' messages."""
 

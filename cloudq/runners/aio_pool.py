@@ -5,6 +5,11 @@ thousand concurrent tasks cost a thousand coroutines, not a thousand threads. Th
 steps around each body (decode, checks, storing the outcome, follow-ups: the same code every
 runner uses) and any blocking task run in a small thread pool beside the loop.
 
+Hard time limits: a coroutine body still running at its limit is cancelled and fails with
+TimeLimitExceeded; a blocking body gets TimeLimitExceeded raised in its thread, and one that
+does not end is recorded as FAILURE at once and its late outcome discarded, as in the threads
+pool (``cloudq.runners.hard_limits``), though its offload thread stays busy until it ends.
+
 Shutdown: the poller stops receiving and waits ``worker_shutdown_timeout`` for the running
 bodies; then the pool cancels what is left. A cancelled body stores nothing and its message is
 not acknowledged, so SQS delivers it again. ``revoke(terminate=True)`` cancels one body, which
@@ -20,7 +25,10 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from cloudq import message as wire
 from cloudq.runners.execute import Execution, aprocess_message
+from cloudq.runners.hard_limits import HardLimit
+from cloudq.runners.limits import Overran
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -67,13 +75,28 @@ class AsyncioPool:
     async def _run(self, message: ReceivedMessage, done: Done) -> None:
         execution: list[Execution] = []
         result: Result
+        overran: list[Result] = []
+
+        def report_overrun(outcome: Result) -> None:
+            overran.append(outcome)
+            done(outcome)
+
+        limit = HardLimit(self.app, report_overrun)
+        limit.message = message  # for blocking bodies, run in the offload threads
         try:
             result = await aprocess_message(
                 self.app, message, offload=self._offload,
-                on_start=lambda e: self._started(e, execution))
+                on_start=lambda e: self._started(e, execution), interrupt=limit.interrupt,
+                hard_limits=True)
         except asyncio.CancelledError:
-            logger.warning("message %s abandoned at shutdown; it will be delivered again",
-                           message.message_id)
+            if not overran:  # else reported at its limit; its thread is still blocked in it
+                logger.warning("message %s abandoned at shutdown; it will be delivered again",
+                               message.message_id)
+            return
+        except Overran:  # HardLimit has reported its FAILURE already
+            task_id, name = wire.peek(message.body)
+            logger.warning("task %s[%s] ended after its hard time limit: outcome discarded "
+                           "(its FAILURE, TimeLimitExceeded, stands)", name, task_id)
             return
         except Exception as exc:
             result = exc
@@ -110,10 +133,10 @@ class AsyncioPool:
             return
 
         async def shutdown() -> None:
-            if kill:
-                for task in list(self._tasks):
-                    task.cancel()
-                await asyncio.gather(*self._tasks, return_exceptions=True)
+            # without kill, what is left only waits for a blocking body that overran its limit
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
             self.loop.stop()
 
         if self._thread.is_alive():

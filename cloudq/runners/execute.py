@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
+from cloudq import leases, signals, states
 from cloudq import message as wire
-from cloudq import signals, states
 from cloudq.errors import (
     CloudqError,
     DecodeError,
@@ -32,12 +32,16 @@ from cloudq.errors import (
     NotRegistered,
     Reject,
     Retry,
+    SignatureError,
     SoftTimeLimitExceeded,
     TaskRevokedError,
     TaskTerminated,
+    TimeLimitExceeded,
+    TransportError,
     ValidationError,
 )
 from cloudq.ratelimit import RateLimit
+from cloudq.redaction import cut
 from cloudq.results import revoked_key, task_key
 from cloudq.runners.limits import Interrupt, soft_time_limit
 from cloudq.sending import ETA_TOLERANCE_S
@@ -56,6 +60,9 @@ MAX_VISIBILITY_S = 43_200
 
 DEADLINE_MARGIN_S = 1.0
 """Time kept back from a runner's deadline for storing the outcome."""
+
+REASON_LIMIT = 900
+"""Characters of a poison message's reason kept (SQS attributes count towards its size)."""
 
 
 class Outcome(str, Enum):
@@ -101,15 +108,18 @@ def process_message(
 async def aprocess_message(
     app: App, message: ReceivedMessage, *,
     offload: Callable[..., Awaitable[Any]], deadline: float | None = None,
-    on_start: Callable[[Execution], None] | None = None,
+    on_start: Callable[[Execution], None] | None = None, interrupt: Interrupt | None = None,
+    hard_limits: bool = False,
 ) -> Disposition:
     """``process_message`` with a coroutine body awaited on the running loop.
 
     The steps around the body (decode, checks, storing the outcome, follow-ups) are the same
-    blocking code, run by ``offload`` (a thread pool); a blocking task runs there whole. A
-    cancellation while the body runs (shutdown) propagates: nothing is stored and the message
-    is not acknowledged, so it is delivered again."""
-    execution = await offload(load, app, message, deadline)
+    blocking code, run by ``offload`` (a thread pool); a blocking task runs there whole (with
+    ``interrupt`` armed around its body). A cancellation while the body runs (shutdown)
+    propagates: nothing is stored and the message is not acknowledged, so it is delivered
+    again. ``hard_limits``: a coroutine body still running at its hard time limit is cancelled
+    and fails with TimeLimitExceeded."""
+    execution = await offload(load, app, message, deadline, interrupt)
     if isinstance(execution, Disposition):
         return execution
     if not is_async(execution.task):
@@ -120,9 +130,33 @@ async def aprocess_message(
         return started
     if on_start is not None:
         on_start(execution)
-    body = await execution.arun_body(started)
+    try:
+        body = await within_hard_limit(execution.arun_body(started),
+                                       hard_limit_s(execution.task, started) if hard_limits
+                                       else None)
+    except TimeLimitExceeded as exc:
+        body = _raiser(exc)
     finished: Disposition = await offload(execution.finish, started, body)
     return finished
+
+
+def hard_limit_s(task: Task[Any, Any], request: Request) -> float | None:
+    """A run's hard time limit: the message's, else the task's, else ``task_time_limit``."""
+    return request.time_limit or task.time_limit or task.app.settings.task_time_limit
+
+
+async def within_hard_limit(awaitable: Awaitable[Any], limit_s: float | None) -> Any:
+    """Await ``awaitable``; past ``limit_s`` it is cancelled and TimeLimitExceeded raised."""
+    if not limit_s:
+        return await awaitable
+    limit = asyncio.timeout(limit_s)
+    try:
+        async with limit:
+            return await awaitable
+    except TimeoutError as exc:
+        if not limit.expired():  # the body's own TimeoutError
+            raise
+        raise TimeLimitExceeded(f"hard time limit ({limit_s:g}s) exceeded") from exc
 
 
 def load(app: App, message: ReceivedMessage, deadline: float | None = None,
@@ -132,6 +166,8 @@ def load(app: App, message: ReceivedMessage, deadline: float | None = None,
         envelope = fetch_envelope(app, message.body)
     except DecodeError as exc:
         return quarantine(app, message, exc)
+    except TransportError as exc:  # the payload bucket is unreachable: not poison
+        return payload_unreachable(app, message, exc)
     try:
         task = app.task_for(envelope.task)
     except NotRegistered as exc:
@@ -163,26 +199,64 @@ def canvas_failed(app: App, envelope: wire.Envelope, exc: BaseException) -> None
 
 def fetch_envelope(app: App, body: str) -> wire.Envelope:
     """Decode a body, fetching it from S3 first if it is a claim check."""
-    key = app.settings.signing_key
-    decoded = wire.decode(body, signing_key=key)
+    key, previous = app.settings.signing_key, app.settings.signing_previous_keys
+    decoded = wire.decode(body, signing_key=key, previous_keys=previous)
     if isinstance(decoded, wire.ClaimCheck):
-        decoded = wire.decode(app.payloads(decoded.bucket).get(decoded.key), signing_key=key)
+        decoded = wire.decode(app.payloads(decoded.bucket).get(decoded.key), signing_key=key,
+                              previous_keys=previous)
         if isinstance(decoded, wire.ClaimCheck):
             raise DecodeError("claim check points at another claim check")
     return decoded
 
 
+def payload_unreachable(app: App, message: ReceivedMessage, exc: TransportError) -> Disposition:
+    """A claim check whose body could not be fetched just now: the message comes back (the
+    error propagates, nothing is acked), except on its last delivery, where it is dead-lettered
+    with the reason rather than silently by SQS's redrive."""
+    if message.receive_count >= app.settings.max_receive_count:
+        return quarantine(app, message, exc)
+    task_id, name = wire.peek(message.body)
+    logger.warning("message %s (task %s[%s]): its payload could not be fetched, it will be "
+                   "delivered again (delivery %d of %d): %s", message.message_id, name, task_id,
+                   message.receive_count, app.settings.max_receive_count, exc)
+    raise exc
+
+
 def quarantine(app: App, message: ReceivedMessage, exc: Exception) -> Disposition:
     """Poison: dead-letter the message with its reason and, if it has an id, fail the task."""
+    if isinstance(exc, SignatureError):
+        return forged(app, message, exc)
     task_id, name = wire.peek(message.body)
-    reason = f"{type(exc).__name__}: {exc}"
+    reason = cut(f"{type(exc).__name__}: {exc}", REASON_LIMIT)  # values in it are quoted short
     logger.error("poison message %s (task %s[%s]) moved to the dead-letter queue: %s",
-                 message.message_id, name, task_id, reason)
+                 message.message_id, cut(str(name)), cut(str(task_id)), reason)
     if task_id:
         app.backend.save(task_id, states.FAILURE, exc=exc, name=name, reason=reason)
     app.transport.dead_letter(message, reason)
     signals.task_rejected.send(sender=None, message=message, exc=exc)
     return Disposition(Outcome.POISON, task_id=task_id, task_name=name)
+
+
+def forged(app: App, message: ReceivedMessage, exc: SignatureError) -> Disposition:
+    """A message that fails its signature: dead-lettered with its reason, and nothing else.
+
+    Nothing it says is trusted, so nothing is written under the task id it claims (that would
+    let anyone who can send to the queue overwrite any result) nor anywhere else (each forged
+    message would cost a write). The log line names the SQS message, never the body."""
+    reason = cut(f"{type(exc).__name__}: {exc}", REASON_LIMIT)
+    logger.error("forged message %s (it fails its signature) moved to the dead-letter queue: %s",
+                 message.message_id, reason)
+    app.transport.dead_letter(message, reason)
+    signals.task_rejected.send(sender=None, message=message, exc=exc)
+    return Disposition(Outcome.POISON)
+
+
+def decoded_arguments(app: App, envelope: wire.Envelope, *, strict: bool = False
+                      ) -> tuple[list[Any], dict[str, Any]]:
+    """A message's args and kwargs decoded with its task's rules (``App.decoding``)."""
+    rules = app.decoding(envelope.task, strict=strict)
+    return (from_jsonable(envelope.args, rules, path="args"),
+            from_jsonable(envelope.kwargs, rules, path="kwargs"))
 
 
 def request_for(envelope: wire.Envelope, args: tuple[Any, ...], kwargs: dict[str, Any],
@@ -191,17 +265,32 @@ def request_for(envelope: wire.Envelope, args: tuple[Any, ...], kwargs: dict[str
         id=envelope.id, task=envelope.task, args=args, kwargs=kwargs, retries=envelope.retries,
         eta=envelope.eta, expires=envelope.expires, root_id=envelope.root_id,
         parent_id=envelope.parent_id, group_id=envelope.group_id, delivery_info=delivery_info,
-        headers=from_jsonable(envelope.headers), priority=envelope.priority, queue=envelope.queue,
+        headers=_headers(envelope), priority=envelope.priority, queue=envelope.queue,
         link=envelope.link, link_error=envelope.link_error, time_limit=envelope.time_limit,
         soft_time_limit=envelope.soft_time_limit, is_eager=is_eager,
         message_group_id=envelope.message_group_id,
     )
 
 
-def request_as_sent(envelope: wire.Envelope, delivery_info: dict[str, Any]) -> Request:
-    """The request as sent (arguments decoded, not validated), for signals about it."""
-    return request_for(envelope, tuple(from_jsonable(envelope.args)),
-                       from_jsonable(envelope.kwargs), delivery_info)
+def _headers(envelope: wire.Envelope) -> dict[str, Any]:
+    """The headers decoded, or as sent when they do not decode (they are not the task's
+    input: a bad one must not stop the task)."""
+    try:
+        headers: dict[str, Any] = from_jsonable(envelope.headers, path="headers")
+    except DecodeError:
+        return dict(envelope.headers)
+    return headers
+
+
+def request_as_sent(envelope: wire.Envelope, delivery_info: dict[str, Any],
+                    app: App | None = None) -> Request:
+    """The request as sent (arguments decoded, not validated), for signals about it; with
+    arguments that do not decode, their JSON form."""
+    args, kwargs = envelope.args, envelope.kwargs
+    with suppress(DecodeError):
+        args, kwargs = decoded_arguments(app, envelope) if app is not None \
+            else (from_jsonable(args, path="args"), from_jsonable(kwargs, path="kwargs"))
+    return request_for(envelope, tuple(args), kwargs, delivery_info)
 
 
 def invoke(task: Task[Any, Any], request: Request, soft_limit_s: float | None,
@@ -211,14 +300,16 @@ def invoke(task: Task[Any, Any], request: Request, soft_limit_s: float | None,
     ``interrupt`` is armed around the body only, so TaskTerminated cannot land while the
     outcome is being stored. A coroutine body runs on this thread's event loop (one loop per
     thread, kept between tasks, so clients bound to it can be reused), in a copy of the
-    caller's context."""
+    caller's context; in a pool thread (``interrupt`` given) it is cancelled at its hard time
+    limit."""
     if is_async(task):
         if _loop_running():
             raise CloudqError(
                 f"task {task.name} is async and is being run in this thread, inside a running "
                 "event loop (task_always_eager, or apply()): send it to a worker, or "
                 "`await task.run(...)`")
-        return thread_loop().run(ainvoke(task, request, soft_limit_s),
+        limit_s = hard_limit_s(task, request) if interrupt is not None else None
+        return thread_loop().run(within_hard_limit(ainvoke(task, request, soft_limit_s), limit_s),
                                  context=contextvars.copy_context())
     with _running(task, request):
         with interrupt.armed(request.id) if interrupt else nullcontext(), \
@@ -343,7 +434,7 @@ class Execution:
 
     def _request(self) -> Request:
         """The request as sent (arguments decoded, not validated), for signals about it."""
-        return request_as_sent(self.envelope, self.message.delivery_info)
+        return request_as_sent(self.envelope, self.message.delivery_info, self.app)
 
     # -- before running ----------------------------------------------------------------------------
     def run(self) -> Disposition:
@@ -402,12 +493,32 @@ class Execution:
             self._log(logging.INFO, "already succeeded (idempotent); not run again")
             self._send_callbacks(backend.meta_from(env.id, previous).result)
             return self._done(Outcome.SKIPPED)
+        if previous is not None and int(previous.get("retries", 0)) > env.retries:
+            self._log(logging.INFO, "is a late copy of attempt %d, which was retried "
+                      "(idempotent); not run again", env.retries)
+            return self._done(Outcome.SKIPPED)
         limit = RateLimit.parse(self.task.rate_limit or self.app.settings.task_default_rate_limit)
         if limit is not None:
             wait_s = limit.acquire(backend.store, self.task.name)
             if wait_s > 0:
                 return self._defer(env.replace(eta=wire.as_utc(wait_s)), "rate limited")
-        return None
+        return self._take_lease() if self.task.idempotent else None
+
+    def _take_lease(self) -> Disposition | None:
+        """Idempotent tasks: the attempt's run lease (``cloudq.leases``), or a deferral while
+        another copy holds it. The deferral costs no delivery on a standard queue (re-sent)."""
+        env, settings = self.envelope, self.app.settings
+        limits = [x for x in (env.time_limit, self.task.time_limit, settings.task_time_limit) if x]
+        left_s = None if self.deadline is None else self.deadline - time.monotonic()
+        lease_s = leases.lease_length_s(visibility_timeout_s=settings.visibility_timeout,
+                                        time_limits_s=limits, seconds_left_s=left_s)
+        wait_s = leases.take(self.app.backend.store, env.id, env.retries,
+                             holder=self.message.message_id, lease_s=lease_s, now=wire.utcnow())
+        if not wait_s:
+            return None
+        self._log(logging.INFO, "is running elsewhere (idempotent: its lease is held for %ds "
+                  "more); deferred", wait_s)
+        return self._defer(env.replace(eta=wire.as_utc(wait_s)), "running elsewhere")
 
     def _defer(self, envelope: wire.Envelope, why: str) -> Disposition:
         """Hand the message back for later: no worker holds a message while it waits.
@@ -442,7 +553,8 @@ class Execution:
             self.app.backend.save(env.id, states.STARTED, name=env.task, retries=env.retries)
         try:
             args, kwargs = task.arguments.rebuild(
-                from_jsonable(env.args), from_jsonable(env.kwargs)
+                *decoded_arguments(self.app, env, strict=True),
+                show_values=self.app.settings.log_argument_values,
             )
         except (DecodeError, ValidationError) as exc:
             return quarantine(self.app, self.message, exc)
@@ -492,8 +604,8 @@ class Execution:
             )
         self._send_errbacks(exc, einfo)
         self._log(logging.ERROR, "failed: %s: %s", type(exc).__name__, exc)
-        args, kwargs = from_jsonable(env.args), from_jsonable(env.kwargs)
-        self._hook(task.on_failure, exc, env.id, tuple(args), kwargs, einfo)
+        request = self._request()
+        self._hook(task.on_failure, exc, env.id, request.args, request.kwargs, einfo)
         signals.task_failure.send(sender=task, task_id=env.id, exception=exc, traceback=einfo)
         self._after(states.FAILURE, exc, einfo)
         return self._done(Outcome.FAILURE)
@@ -569,8 +681,8 @@ class Execution:
                       exc_info=True)
 
     def _after(self, status: str, retval: Any, einfo: str | None) -> None:
-        env = self.envelope
+        env, request = self.envelope, self._request()
         self._hook(self.task.after_return, status, retval, env.id,
-                   tuple(from_jsonable(env.args)), from_jsonable(env.kwargs), einfo)
+                   request.args, request.kwargs, einfo)
         signals.task_postrun.send(sender=self.task, task_id=env.id, task=self.task,
                                   retval=retval, state=status)

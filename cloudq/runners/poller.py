@@ -3,9 +3,14 @@
 Receiving. One daemon thread per queue band (``app.queues``: high bands first) makes two kinds
 of ReceiveMessage call. A *probe* asks for 1 message and waits ``worker_poll_wait`` (20 s):
 idle, a queue costs one request per 20 s, and a message on any queue is picked up at once. A
-*batch* follows any call that returned messages: it reserves up to 10 free slots, asks for that
-many and waits at most 1 s, so a backlog drains ten at a time and an emptied queue gives its
-slots back within a second (then its receiver probes again).
+*batch* is a band's first call, and follows any call that returned messages: it reserves up to
+10 free slots, asks for that many and waits at most 1 s, so a backlog drains ten at a time and
+an emptied queue gives its slots back within a second (then its receiver probes again).
+
+Priorities are strict, by tier (every high band, then the normal bands and FIFO queues, then
+the low bands): a band is received from only while no band of a higher tier has work, i.e.
+once each of them came back empty from its last call (``cloudq.runners.admission`` states the
+rule in full, and what it costs: one empty call per higher band before a lower tier is read).
 
 Prefetch bound. L = concurrency * prefetch_multiplier slots count messages received and not
 finished (buffered or running) plus reservations of batch calls in progress, so batches never
@@ -16,10 +21,14 @@ polled queues; the excess exists only while all L slots are taken, is at most on
 queue, and only comes from a queue that looked empty at its previous call: a backlog never
 goes past L.
 
-Dispatching. Messages wait in a buffer ordered by (band, arrival); a free pool worker gets the
+Dispatching. Messages wait in a buffer ordered by (tier, arrival); a free pool worker gets the
 most urgent. With every worker busy, idle queues keep their probes open, so a high-band message
-runs before normal ones already waiting (priority is strict). Receiving cannot starve, even
-with fewer slots than queues: probes do not compete for slots.
+runs before normal ones already waiting. Receiving cannot starve, even with fewer slots than
+queues: probes do not compete for slots.
+
+The store. A message whose handling failed because DynamoDB was unreachable is made visible
+again at once; ``worker_store_failure_threshold`` of them in a row pause receiving, hand back
+every buffered message and probe the store until it answers (``cloudq.runners.breaker``).
 
 Housekeeping. One thread, asleep on a condition in between, extends the visibility of every
 message in memory every ``visibility_timeout / 3`` s (batched) and deletes finished messages in
@@ -42,15 +51,21 @@ just queue an event): receivers stop at once (those in a long poll are daemon th
 waited for; what their poll returns is made visible again), buffered messages are made visible
 again, tasks in flight get ``shutdown_timeout_s``, acks are flushed; ``run`` returns 0, or 1 if
 tasks were abandoned (they come back after their visibility timeout). A second signal returns 1
-at once. ``burst=True`` waits at most 1 s per call and stops once every queue was seen empty
-after the last message finished.
+at once.
+
+Burst. ``burst=True`` waits at most 1 s per call and stops once the queues are drained: every
+queue was seen empty after the last message finished, nothing is held, the deletes are flushed
+and then GetQueueAttributes counts no message left on any of them (visible, in flight with any
+worker, or delayed: a FIFO group locked until a delete lands, a countdown, a retry on its way
+back). Otherwise it polls on, checking again at most once per ``BURST_CHECK_INTERVAL_S``, for
+at most ``worker_burst_wait`` (30 s) without receiving anything; then it exits with status 1.
+Messages it failed to handle (``process_message`` raised) are not waited for: they come back
+after their visibility timeout, to this worker or another.
 """
 
 from __future__ import annotations
 
 import functools
-import heapq
-import itertools
 import logging
 import queue
 import signal
@@ -58,15 +73,17 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from cloudq import message as wire
 from cloudq import signals
 from cloudq.errors import ConfigError
+from cloudq.routing import polling_tiers
+from cloudq.runners.admission import Admission, Grant, Held
+from cloudq.runners.breaker import StoreBreaker, is_store_outage, wait_for_store
 from cloudq.runners.pools import Abandoned, Result, make_pool
 from cloudq.runners.revocations import RevocationWatch
-from cloudq.transports.base import MAX_BATCH
+from cloudq.transports.base import MAX_BATCH, is_fifo
 
 if TYPE_CHECKING:
     from types import FrameType
@@ -86,28 +103,10 @@ BURST_IDLE_CYCLE_S = 0.05
 MAX_BACKOFF_S = 30.0
 """Longest pause after failed receives on one queue."""
 BURST_MAX_FAILURES = 5
-"""Failed receives in a row after which a burst treats the queue as empty (and exits 1)."""
-
-
-@dataclass(eq=False)
-class _Held:
-    """A message in memory: in the buffer, or running."""
-
-    message: ReceivedMessage
-    band: int
-    seq: int
-    on_token: bool
-    extended_at: float
-    running: bool = False
-    done: bool = False
-    """Finished but not yet released (being made visible again)."""
-
-
-@dataclass(frozen=True)
-class _Grant:
-    count: int
-    probe: bool
-    epoch: int
+"""Failed receives (or counts) in a row after which a burst treats the queue as empty (and exits
+1)."""
+BURST_CHECK_INTERVAL_S = 1.0
+"""Shortest time between two counts of the queues by a burst that found them not drained."""
 
 
 class Poller:
@@ -121,7 +120,8 @@ class Poller:
                  shutdown_timeout_s: float | None = None) -> None:
         settings = app.settings
         self.app = app
-        self.queues = app.queues(queues)
+        tiers = polling_tiers(queues or app.known_queues())
+        self.queues = [band for tier in tiers for band in tier]
         self.concurrency = concurrency or settings.worker_concurrency
         self.prefetch_multiplier = prefetch_multiplier or settings.worker_prefetch_multiplier
         self.pool_kind: str = pool or settings.worker_pool
@@ -133,9 +133,14 @@ class Poller:
         if self.concurrency < 1 or self.prefetch_multiplier < 1:
             raise ConfigError("concurrency and prefetch_multiplier must be at least 1")
         self.limit = self.concurrency * self.prefetch_multiplier
+        self._admission = Admission(tiers, self.limit)
         self.stats: Counter[str] = Counter()
         """Outcome values (``success``, ``failure``, ...) and ``received``, ``acked``,
-        ``retried_later``, ``released``, ``errors``, ``heartbeats``, ``max_held``, pool events."""
+        ``retried_later``, ``released``, ``errors``, ``heartbeats``, ``max_held``,
+        ``store_unavailable`` (messages that failed on it), ``store_pauses``, ``store_probes``,
+        ``burst_checks``, pool events."""
+        self._breaker = StoreBreaker(settings.worker_store_failure_threshold,
+                                     settings.worker_store_probe_max_interval)
         self._pool = make_pool(
             app, self.pool_kind, self.concurrency,
             max_tasks_per_child=max_tasks_per_child or settings.worker_max_tasks_per_child,
@@ -152,18 +157,21 @@ class Poller:
         self._stop_event = threading.Event()
         self._started = self._stopping = self._closed = self._burst_done = False
         self._exit_code = 0
-        self._held: dict[int, _Held] = {}
-        self._buffer: list[tuple[int, int, _Held]] = []
-        self._seq = itertools.count()
-        self._slots_used = 0
-        self._probing: set[str] = set()
-        self._token_held: dict[str, _Held] = {}
+        self._held = self._admission.held
         self._idle = self.concurrency
         self._running = 0
         self._acks: list[ReceivedMessage] = []
         self._acks_since = 0.0
         self._epoch = 0
         self._empty_at: dict[str, int] = {}
+        self._burst_checking = False
+        self._burst_check_due = 0.0
+        self._burst_failures = 0
+        self._given_up: set[str] = set()
+        self._burst_waiting_since: float | None = None
+        """Burst: when the queues first looked empty with messages still left on them."""
+        self._left_behind: dict[str, float] = {}
+        """Burst: messages left in flight after an error (by id), until they can come back."""
 
     @property
     def held(self) -> int:
@@ -200,29 +208,22 @@ class Poller:
         logger.info("cloudq poller %s: queues %s; pool %s, concurrency %d, prefetch %d%s",
                     self.app.main, ", ".join(self.queues), self.pool_kind, self.concurrency,
                     self.limit, " (burst)" if self.burst else "")
-        self._warn_time_limits()
         self._pool.start()
         if self._revocations is not None:
             self._revocations.start()
         threading.Thread(target=self._housekeep, daemon=True, name="cloudq-housekeeper").start()
-        for band, name in enumerate(self.queues):
-            threading.Thread(target=self._receive_loop, args=(name, band), daemon=True,
+        for name in self.queues:
+            threading.Thread(target=self._receive_loop, args=(name,), daemon=True,
                              name=f"cloudq-receive-{name}").start()
         signals.worker_ready.send(sender=self)
-
-    def _warn_time_limits(self) -> None:
-        if self.pool_kind != "threads":
-            return
-        limited = sorted(t.name for t in self.app.tasks.values() if t.time_limit)
-        if limited or self.app.settings.task_time_limit:
-            logger.warning("hard time limits (%s) are not enforced by the threads pool; use "
-                           "--pool processes (soft time limits still apply)",
-                           ", ".join(limited) or "task_time_limit")
 
     def _supervise(self) -> int:
         signalled = False
         while True:
             event = self._control.get()
+            if event[0] == "drained?":
+                self._check_drained(event[1])
+                continue
             if event[0] == "done":
                 signals.worker_shutdown.send(sender=self)
                 logger.info("cloudq poller stopped: %s", dict(self.stats))
@@ -250,10 +251,8 @@ class Poller:
 
     def _drain(self) -> None:
         with self._lock:
-            buffered = [held for _, _, held in self._buffer]
-            self._buffer.clear()
-            for held in buffered:
-                self._release_locked(held)
+            buffered = self._admission.take_buffered()
+            self._cond.notify_all()
         self._give_back([held.message for held in buffered])
         with self._lock:
             finished = self._cond.wait_for(lambda: self._running == 0, self.shutdown_timeout_s)
@@ -287,10 +286,10 @@ class Poller:
             self._revocations.close()
 
     # -- receiving --------------------------------------------------------------------------------
-    def _receive_loop(self, name: str, band: int) -> None:
-        busy, failures = False, 0
+    def _receive_loop(self, name: str) -> None:
+        failures = 0
         while True:
-            grant = self._reserve(name, busy)
+            grant = self._reserve(name)
             if grant is None:
                 return
             wait_s = self.poll_wait_s if grant.probe else min(BATCH_WAIT_S, self.poll_wait_s)
@@ -305,91 +304,114 @@ class Poller:
                 if give_up:
                     logger.error("burst: giving up on queue %s", name)
                     self._exit_code = 1
-                self._accept(name, band, grant, [], empty=give_up)
+                self._accept(name, grant, [], failed=True, give_up=give_up)
                 self._stop_event.wait(min(MAX_BACKOFF_S, 0.1 * 2 ** failures))
                 continue
             failures = 0
-            self._accept(name, band, grant, got)
-            busy = bool(got)
+            self._accept(name, grant, got)
             if not got:  # never spin on a transport that returns at once
                 cycle_s = BURST_IDLE_CYCLE_S if self.burst else IDLE_CYCLE_S
                 self._stop_event.wait(max(0.0, cycle_s - (time.monotonic() - started)))
 
-    def _reserve(self, name: str, busy: bool) -> _Grant | None:
+    def _reserve(self, name: str) -> Grant | None:
         """Block until this queue may call receive; None once stopping."""
         with self._lock:
             while not self._stopping:
-                free = self.limit - self._slots_used
-                if busy and free > 0:
-                    count = min(MAX_BATCH, free)
-                    self._slots_used += count
-                    return _Grant(count, probe=False, epoch=self._epoch)
-                if not busy and name not in self._probing and name not in self._token_held:
-                    self._probing.add(name)
-                    return _Grant(1, probe=True, epoch=self._epoch)
+                grant = self._admission.grant(name, self._epoch)
+                if grant is not None:
+                    return grant
                 self._cond.wait()
             return None
 
-    def _accept(self, name: str, band: int, grant: _Grant, got: list[ReceivedMessage], *,
-                empty: bool = True) -> None:
-        """Take what a receive call returned; ``empty``: an empty result means the queue is."""
+    def _accept(self, name: str, grant: Grant, got: list[ReceivedMessage], *,
+                failed: bool = False, give_up: bool = False) -> None:
+        """Take what a receive call returned (``failed``: it raised; ``give_up``: a burst
+        counts the failing queue as empty)."""
         give_back: list[ReceivedMessage] = []
         with self._lock:
-            if grant.probe:
-                self._probing.discard(name)
-            else:
-                self._slots_used -= grant.count
-            if self._stopping:
+            self._admission.returned(name, grant, len(got))
+            if give_up:
+                self._given_up.add(name)
+            if self._stopping or self._breaker.open:
                 give_back = got
             elif got:
                 for message in got:
-                    self._hold_locked(name, band, message)
+                    self._hold_locked(name, message)
                 self._epoch += 1
-                self._move_to_slot_locked()
-                self._dispatch_locked()
                 self._wake.notify_all()
-            elif empty:
+            elif give_up or not failed:
                 self._empty_at[name] = grant.epoch
                 self._check_burst_locked()
+            self._admission.move_to_slots()
+            self._dispatch_locked()
             self._cond.notify_all()
         self._give_back(give_back)
 
-    def _hold_locked(self, name: str, band: int, message: ReceivedMessage) -> None:
-        held = _Held(message, band, next(self._seq), on_token=self._slots_used >= self.limit,
-                     extended_at=time.monotonic())
-        if held.on_token:  # only a probe's message: every slot is taken
-            self._token_held[name] = held
-        else:
-            self._slots_used += 1
-        self._held[held.seq] = held
-        heapq.heappush(self._buffer, (band, held.seq, held))
+    def _hold_locked(self, name: str, message: ReceivedMessage) -> None:
+        self._admission.hold(name, message, time.monotonic())
+        self._left_behind.pop(message.message_id, None)
+        self._burst_waiting_since = None
         self.stats["received"] += 1
         self.stats["max_held"] = max(self.stats["max_held"], len(self._held))
 
-    def _release_locked(self, held: _Held) -> None:
-        """Forget a message that finished or was given back; free its slot or token."""
-        del self._held[held.seq]
-        if held.on_token:
-            self._token_held.pop(held.message.queue, None)
-        else:
-            self._slots_used -= 1
-            self._move_to_slot_locked()
+    def _release_locked(self, held: Held) -> None:
+        self._admission.release(held)
         self._cond.notify_all()
 
-    def _move_to_slot_locked(self) -> None:
-        """Move messages held on tokens to free slots, most urgent first."""
-        while self._token_held and self._slots_used < self.limit:
-            held = min(self._token_held.values(), key=lambda h: (h.band, h.seq))
-            del self._token_held[held.message.queue]
-            held.on_token = False
-            self._slots_used += 1
-
     def _check_burst_locked(self) -> None:
-        if not self.burst or self._burst_done or self._held:
+        if (not self.burst or self._burst_done or self._burst_checking or self._held
+                or self._breaker.open or time.monotonic() < self._burst_check_due):
             return
         if all(self._empty_at.get(name) == self._epoch for name in self.queues):
-            self._burst_done = True  # every queue was empty after the last change
-            self._control.put(("stop",))
+            self._burst_checking = True  # every queue looked empty after the last change
+            self._control.put(("drained?", self._epoch))
+
+    def _check_drained(self, epoch: int) -> None:
+        """Burst: stop if nothing is left on the queues once the deletes are flushed."""
+        with self._lock:
+            acks, self._acks = self._acks, []
+        self._flush(acks)
+        max_wait_s = self.app.settings.worker_burst_wait
+        left = self._count_left() if max_wait_s > 0 else 0
+        now = time.monotonic()
+        with self._lock:
+            self._burst_checking = False
+            self._burst_check_due = now + BURST_CHECK_INTERVAL_S
+            quiet = epoch == self._epoch and not self._held and not self._stopping
+            if quiet and left and self._burst_waiting_since is None:
+                self._burst_waiting_since = now
+            waited_s = now - (self._burst_waiting_since or now)
+            done = quiet and (left == 0 or waited_s >= max_wait_s)
+            self._burst_done = self._burst_done or done
+        if done and left:
+            logger.warning("burst: %d messages still in flight or delayed after %gs "
+                           "(worker_burst_wait); exiting with status 1", left, waited_s)
+            self._exit_code = 1
+        if done:
+            self._begin_stop()
+        elif left:
+            logger.debug("burst: %d messages still in flight or delayed; polling on", left)
+
+    def _count_left(self) -> int | None:
+        """Messages not yet deleted from the queues (None when they could not be counted)."""
+        self._count("burst_checks")
+        try:
+            left = sum(self.app.transport.remaining(q) for q in self.queues
+                       if q not in self._given_up)
+        except Exception:
+            self._burst_failures += 1
+            logger.warning("burst: could not count the messages left (%d in a row)",
+                           self._burst_failures, exc_info=True)
+            if self._burst_failures < BURST_MAX_FAILURES:
+                return None
+            logger.error("burst: giving up on counting the queues; stopping")
+            self._exit_code = 1
+            return 0
+        self._burst_failures = 0
+        now = time.monotonic()
+        with self._lock:
+            left_behind = sum(1 for until in self._left_behind.values() if until > now)
+        return max(0, left - left_behind)
 
     def _give_back(self, messages: Sequence[ReceivedMessage]) -> None:
         """Make messages this worker will not run visible again at once."""
@@ -408,30 +430,31 @@ class Poller:
 
     # -- running ----------------------------------------------------------------------------------
     def _dispatch_locked(self) -> None:
-        while self._buffer and self._idle > 0 and not self._stopping:
-            _, _, held = heapq.heappop(self._buffer)
-            held.running = True
+        while self._idle > 0 and not self._stopping:
+            held = self._admission.next_to_run()
+            if held is None:  # nothing buffered, or a more urgent band's messages are coming
+                return
             self._idle -= 1
             self._running += 1
             self._pool.submit(held.message, functools.partial(self._finished, held))
 
-    def _finished(self, held: _Held, result: Result) -> None:
+    def _finished(self, held: Held, result: Result) -> None:
         """Called by a pool thread when a message has been handled (or failed to be)."""
-        message, ack_now = held.message, False
-        if isinstance(result, BaseException):
-            self._log_error(message, result)
-        elif not result.ack:  # still held meanwhile, so a burst cannot end before it is back
-            with self._lock:
-                held.done = True  # no more heartbeats: they would undo the delay
-            self._retry_later(message, result.delay_s, "retried_later")
+        message, ack_now, paused = held.message, False, None
+        outage, acked = self._settle(held, result)
         with self._lock:
             self._running -= 1
             self._idle += 1
             self._release_locked(held)
             self._epoch += 1
-            key = "errors" if isinstance(result, BaseException) else result.outcome.value
+            key = "store_unavailable" if outage else "errors" \
+                if isinstance(result, BaseException) else result.outcome.value
             self.stats[key] += 1
-            if not isinstance(result, BaseException) and result.ack:
+            if outage and self._breaker.failed():
+                paused = self._pause_locked()
+            elif not isinstance(result, BaseException):
+                self._breaker.succeeded()
+            if not isinstance(result, BaseException) and result.ack and not acked:
                 ack_now = self._closed  # after the final flush: delete it now
                 if not ack_now:
                     self._acks.append(message)
@@ -441,6 +464,69 @@ class Poller:
             self._dispatch_locked()
         if ack_now:
             self._flush([message])
+        if paused is not None:
+            assert isinstance(result, BaseException)
+            self._paused(paused, result)
+
+    def _settle(self, held: Held, result: Result) -> tuple[bool, bool]:
+        """What is done before a finished message is released: (store outage?, acked?)."""
+        message = held.message
+        if isinstance(result, BaseException) and is_store_outage(result):
+            # not the task's fault: visible again at once, which spends no receive by itself
+            task_id, name = wire.peek(message.body)
+            logger.warning("task %s[%s]: the store is unreachable (%s); message %s is visible "
+                           "again", name, task_id, result, message.message_id)
+            with self._lock:
+                held.done = True
+            self._retry_later(message, 0, "released")
+            return True, False
+        if isinstance(result, BaseException):
+            self._log_error(message, result)
+            if self.burst:  # not waited for: it comes back after its visibility timeout
+                with self._lock:
+                    self._left_behind[message.message_id] = \
+                        time.monotonic() + self.app.settings.visibility_timeout
+        elif not result.ack:  # still held meanwhile, so a burst cannot end before it is back
+            with self._lock:
+                held.done = True  # no more heartbeats: they would undo the delay
+            self._retry_later(message, result.delay_s, "retried_later")
+        elif is_fifo(message.queue):  # its group stays locked until it is deleted: do it now
+            self._flush([message])
+            return False, True
+        return False, False
+
+    # -- the store's circuit breaker (cloudq.runners.breaker) ------------------------------------
+    def _pause_locked(self) -> list[ReceivedMessage]:
+        """The breaker opened: receivers wait; the buffered messages, to be handed back."""
+        self._admission.paused = True
+        buffered = self._admission.take_buffered()
+        self._epoch += 1
+        self._cond.notify_all()
+        return [held.message for held in buffered]
+
+    def _paused(self, buffered: list[ReceivedMessage], error: BaseException) -> None:
+        self._give_back(buffered)
+        failures = self._breaker.failures
+        logger.error("DynamoDB unreachable: pausing receives, %d messages handed back (%d "
+                     "failed on it in a row; last: %s); probing it every %gs at most",
+                     len(buffered) + 1, failures, error, self._breaker.max_interval_s)
+        self._count("store_pauses")
+        signals.store_unavailable.send(sender=self, failures=failures,
+                                       handed_back=len(buffered) + 1, error=error)
+        threading.Thread(target=self._probe_store, daemon=True, name="cloudq-store-probe").start()
+
+    def _probe_store(self) -> None:
+        failed = wait_for_store(self.app.store, self._breaker, self._stop_event)
+        if failed is None:
+            return  # stopping
+        with self._lock:
+            paused_s = self._breaker.close()
+            self._admission.paused = False
+            self.stats["store_probes"] += failed + 1
+            self._cond.notify_all()
+        logger.warning("DynamoDB reachable again after %.1fs (%d probes): resuming receives",
+                       paused_s, failed + 1)
+        signals.store_available.send(sender=self, paused_s=paused_s)
 
     def _running_messages(self) -> list[ReceivedMessage]:
         with self._lock:

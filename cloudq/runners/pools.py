@@ -4,7 +4,11 @@ Both pools are the same :class:`WorkerPool` of daemon threads; they differ in th
 thread owns:
 
 - ``threads``: :class:`ThreadRunner` calls ``process_message`` in the pool thread. Soft time
-  limits work (``cloudq.runners.limits``); a hard limit cannot stop a thread.
+  limits work (``cloudq.runners.limits``). A hard limit cannot kill a thread: at the limit
+  TimeLimitExceeded is raised in the body, and a body that does not end is recorded as
+  FAILURE(TimeLimitExceeded) and its message acked at once; its thread is retired (a fresh one
+  takes its place) and what the body returns when it ends is discarded
+  (``cloudq.runners.hard_limits``).
 - ``processes``: :class:`ProcessRunner` owns one forked child and hands it one message at a time
   over a pipe. The child says ``("start", task id, name, hard limit)`` before it runs the
   message and ``("done", disposition)`` after. The parent waits for the second reply for at most
@@ -52,6 +56,7 @@ from cloudq import signals, states
 from cloudq.errors import (
     CloudqError,
     ConfigError,
+    StoreUnavailable,
     TaskTerminated,
     TimeLimitExceeded,
     WorkerLostError,
@@ -65,7 +70,8 @@ from cloudq.runners.execute import (
     process_message,
     request_as_sent,
 )
-from cloudq.runners.limits import Interrupt
+from cloudq.runners.hard_limits import HardLimit, hard_time_limit, record_killed
+from cloudq.runners.limits import Interrupt, Overran
 
 if TYPE_CHECKING:
     from ctypes import c_bool
@@ -120,6 +126,8 @@ class WorkerPool:
 
     The caller (the poller's dispatcher) submits only when it knows a thread is free, so
     no message waits in here: which message runs next is decided outside, by priority.
+    A runner whose message overran its hard limit reports the outcome through
+    :meth:`overrun`; its thread is then retired and a fresh one started in its place.
     """
 
     def __init__(self, size: int, make_runner: Callable[[], Runner], *, name: str) -> None:
@@ -128,14 +136,33 @@ class WorkerPool:
         self._name = name
         self._jobs: queue.SimpleQueue[tuple[ReceivedMessage, Done] | None] = queue.SimpleQueue()
         self._runners: list[Runner] = []
+        self._current: dict[int, Done] = {}
+        """The completion callback of the message each runner (by id) is running."""
+        self._started = 0
         self._lock = threading.Lock()
 
     def start(self) -> None:
-        for index in range(self.size):
-            runner = self._make_runner()
+        for _ in range(self.size):
+            self._add_thread()
+
+    def _add_thread(self) -> None:
+        runner = self._make_runner()
+        with self._lock:
             self._runners.append(runner)
-            threading.Thread(target=self._work, args=(runner,), daemon=True,
-                             name=f"{self._name}-{index}").start()
+            index, self._started = self._started, self._started + 1
+        threading.Thread(target=self._work, args=(runner,), daemon=True,
+                         name=f"{self._name}-{index}").start()
+
+    def overrun(self, runner: Runner, outcome: Result) -> None:
+        """``runner``'s message passed its hard limit and cannot be stopped: report ``outcome``
+        for it now, and put a fresh thread in the place of the one still blocked in it."""
+        with self._lock:
+            done = self._current.pop(id(runner), None)
+            if done is None:
+                return
+            self._runners.remove(runner)
+        self._add_thread()
+        done(outcome)
 
     def submit(self, message: ReceivedMessage, done: Done) -> None:
         """Run ``message`` on the next free thread; ``done`` gets the Disposition or the error."""
@@ -164,11 +191,23 @@ class WorkerPool:
             if job is None:
                 break
             message, done = job
+            with self._lock:
+                self._current[id(runner)] = done
             result: Result
             try:
                 result = runner.run(message)
+            except Overran:  # reported already (see overrun); nothing of it is kept
+                result = Abandoned("the task overran its hard time limit")
             except Exception as exc:
                 result = exc
+            with self._lock:
+                reported = self._current.pop(id(runner), None) is None
+            if reported:
+                task_id, name = wire.peek(message.body)
+                logger.warning("task %s[%s] ended after its hard time limit: outcome discarded "
+                               "(its FAILURE, TimeLimitExceeded, stands); thread retired",
+                               name, task_id)
+                break
             try:
                 done(result)
             except Exception:
@@ -177,18 +216,23 @@ class WorkerPool:
 
 
 class ThreadRunner:
-    """Runs ``process_message`` in the pool thread itself."""
+    """Runs ``process_message`` in the pool thread itself, within hard time limits."""
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: App, on_overrun: Callable[[ThreadRunner, Result], None]) -> None:
         self.app = app
-        self.interrupt = Interrupt()
+        self.limit = HardLimit(app, lambda outcome: on_overrun(self, outcome))
+        self.interrupt: Interrupt = self.limit.interrupt
         """Armed while a task body runs in this thread."""
 
     def prepare(self) -> None:
         return None
 
     def run(self, message: ReceivedMessage) -> Disposition:
-        return process_message(self.app, message, interrupt=self.interrupt)
+        self.limit.message = message
+        try:
+            return process_message(self.app, message, interrupt=self.interrupt)
+        finally:
+            self.limit.message = None
 
     def close(self, *, kill: bool) -> None:
         return None
@@ -204,7 +248,8 @@ def make_pool(app: App, kind: str, size: int, *, max_tasks_per_child: int | None
         if max_tasks_per_child:
             logger.info("max_tasks_per_child=%d is ignored by the threads pool (threads are "
                         "not recycled); use --pool processes to recycle", max_tasks_per_child)
-        return WorkerPool(size, lambda: ThreadRunner(app), name="cloudq-thread")
+        pool = WorkerPool(size, lambda: ThreadRunner(app, pool.overrun), name="cloudq-thread")
+        return pool
     if kind == "processes":
         if "fork" not in multiprocessing.get_all_start_methods():
             raise ConfigError("worker_pool='processes' needs the fork start method (Linux, macOS)")
@@ -215,42 +260,6 @@ def make_pool(app: App, kind: str, size: int, *, max_tasks_per_child: int | None
 
         return AsyncioPool(app, size)
     raise ConfigError(f"worker_pool={kind!r}: expected 'threads', 'processes' or 'asyncio'")
-
-
-def hard_time_limit(app: App, body: str) -> tuple[str | None, str | None, float | None]:
-    """(task id, task name, hard limit in seconds) of a message body; errors give the setting."""
-    try:
-        envelope = fetch_envelope(app, body)
-    except Exception:
-        task_id, name = wire.peek(body)
-        return task_id, name, app.settings.task_time_limit
-    task = app.tasks.get(envelope.task)
-    limits = (envelope.time_limit, task.time_limit if task else None, app.settings.task_time_limit)
-    limit = next((float(x) for x in limits if x), None)
-    return envelope.id, envelope.task, limit
-
-
-def record_killed(app: App, message: ReceivedMessage, exc: CloudqError, task_id: str | None,
-                  task_name: str | None, runtime_s: float) -> Disposition:
-    """Store the FAILURE of a task whose child was killed or died, and run its errbacks."""
-    try:
-        envelope: wire.Envelope | None = fetch_envelope(app, message.body)
-    except Exception:
-        envelope = None
-    if envelope is not None:
-        task_id, task_name = envelope.id, envelope.task
-    logger.error("task %s[%s] %s", task_name, task_id, exc)
-    if task_id:
-        app.backend.save(task_id, states.FAILURE, exc=exc, name=task_name,
-                         retries=envelope.retries if envelope else 0)
-    if envelope is not None:
-        from cloudq.followups import send_errbacks
-
-        send_errbacks(app, envelope, exc, "")
-    signals.task_failure.send(sender=app.tasks.get(task_name or ""), task_id=task_id,
-                              exception=exc, traceback=None)
-    return Disposition(Outcome.FAILURE, task_id=task_id, task_name=task_name,
-                       runtime_s=runtime_s)
 
 
 def record_terminated(app: App, message: ReceivedMessage, task_id: str | None,
@@ -406,7 +415,7 @@ class ProcessRunner:
             return disposition
         logger.error("task %s[%s]: process_message raised in child %d:\n%s",
                      task_name, task_id, child.pid, reply[2])
-        raise ChildTaskError(reply[1])
+        raise (StoreUnavailable if reply[3] else ChildTaskError)(reply[1])
 
     def terminate(self, task_id: str) -> bool:
         with self._lock:
@@ -475,7 +484,8 @@ def _child_main(app: App, conn: Connection, terminating: c_bool) -> None:
         try:
             disposition = process_message(app, message, interrupt=interrupt)
         except Exception as exc:
-            conn.send(("raised", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+            conn.send(("raised", f"{type(exc).__name__}: {exc}", traceback.format_exc(),
+                       isinstance(exc, StoreUnavailable)))
         else:
             conn.send(("done", disposition))
 

@@ -13,9 +13,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from cloudq.errors import ConfigError, StoreError
+from cloudq.errors import ConfigError, StoreError, StoreUnavailable
 from cloudq.stores.base import (
     KEY_FIELD,
     TTL_FIELD,
@@ -75,7 +76,7 @@ class DynamoStore(Store):
         try:
             response = self._db.get_item(
                 TableName=self.table, Key=self.key(key), ConsistentRead=True)
-        except ClientError as exc:
+        except (ClientError, BotoCoreError) as exc:
             raise self.error(exc) from exc
         item = self.item(response.get("Item"))
         return None if item is None or is_expired(item) else item
@@ -88,7 +89,7 @@ class DynamoStore(Store):
                     time.sleep(batch_pause(attempt))
                 try:
                     response = self._db.batch_get_item(RequestItems=request)
-                except ClientError as exc:
+                except (ClientError, BotoCoreError) as exc:
                     raise self.error(exc) from exc
                 request = self.absorb(response, found)
                 if not request:
@@ -119,14 +120,14 @@ class DynamoStore(Store):
         return unprocessed
 
     def throttled(self, request: Any) -> StoreError:
-        return StoreError(f"DynamoDB kept throttling reads of {len(request[self.table]['Keys'])} "
-                          f"items in {self.table!r}")
+        keys = len(request[self.table]["Keys"])
+        return StoreUnavailable(f"DynamoDB kept throttling reads of {keys} items in {self.table!r}")
 
     # -- writes -----------------------------------------------------------------------------------
     def put(self, key: str, item: Item, *, ttl_s: float) -> None:
         try:
             self._db.put_item(TableName=self.table, Item=self.stamped(key, item, ttl_s))
-        except ClientError as exc:
+        except (ClientError, BotoCoreError) as exc:
             raise self.error(exc) from exc
 
     def put_if_absent(self, key: str, item: Item, *, ttl_s: float) -> bool:
@@ -148,7 +149,7 @@ class DynamoStore(Store):
                 ExpressionAttributeNames=_names(condition),
                 ExpressionAttributeValues=self._values({":now": _now(), **(values or {})}),
             )
-        except ClientError as exc:
+        except (ClientError, BotoCoreError) as exc:
             if _code(exc) == "ConditionalCheckFailedException":
                 return False
             raise self.error(exc) from exc
@@ -172,7 +173,7 @@ class DynamoStore(Store):
                     {":members": {member}, ":member": member, ":ttl": expires_at(ttl_s)}),
                 ReturnValues="ALL_NEW",
             )
-        except ClientError as exc:
+        except (ClientError, BotoCoreError) as exc:
             if _code(exc) == "ConditionalCheckFailedException":
                 return None
             raise self.error(exc) from exc
@@ -202,7 +203,7 @@ class DynamoStore(Store):
                         {**values, ":ttl": expires_at(ttl_s), ":now": _now()}),
                     ReturnValues="ALL_NEW",
                 )
-            except ClientError as exc:
+            except (ClientError, BotoCoreError) as exc:
                 if _code(exc) != "ConditionalCheckFailedException":
                     raise self.error(exc) from exc
                 logger.debug("item %s in %s has expired; starting it afresh", key, self.table)
@@ -214,7 +215,7 @@ class DynamoStore(Store):
     def delete(self, key: str) -> None:
         try:
             self._db.delete_item(TableName=self.table, Key=self.key(key))
-        except ClientError as exc:
+        except (ClientError, BotoCoreError) as exc:
             raise self.error(exc) from exc
 
     # -- provisioning -----------------------------------------------------------------------------
@@ -271,11 +272,30 @@ class DynamoStore(Store):
         return {name: _from_dynamo(self._deserializer.deserialize(value))
                 for name, value in raw.items()}
 
-    def error(self, exc: ClientError) -> ConfigError | StoreError:
+    def error(self, exc: ClientError | BotoCoreError) -> ConfigError | StoreError:
         if _code(exc) == "ResourceNotFoundException":
             return ConfigError(
                 f"DynamoDB table {self.table!r} does not exist; create it with `cloudq provision`")
-        return StoreError(f"DynamoDB {exc.operation_name} on table {self.table!r} failed: {exc}")
+        operation = getattr(exc, "operation_name", None) or "call"
+        text = f"DynamoDB {operation} on table {self.table!r} failed: {exc}"
+        return StoreUnavailable(text) if unreachable(exc) else StoreError(text)
+
+
+UNAVAILABLE_CODES = frozenset({
+    "ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded",
+    "InternalServerError", "ServiceUnavailable", "LimitExceededException",
+})
+"""Error codes that say DynamoDB cannot serve now (throttling, its own failures)."""
+
+
+def unreachable(exc: ClientError | BotoCoreError) -> bool:
+    """Whether a failed call says the store is unreachable or failing, not that it refused."""
+    if isinstance(exc, BotoConnectionError | HTTPClientError):  # refused, reset, timed out
+        return True
+    if not isinstance(exc, ClientError):
+        return False
+    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+    return status >= 500 or _code(exc) in UNAVAILABLE_CODES
 
 
 def batch_pause(attempt: int) -> float:
@@ -283,8 +303,9 @@ def batch_pause(attempt: int) -> float:
     return min(0.05 * 2.0**attempt, 1.0)
 
 
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
+def _code(exc: ClientError | BotoCoreError) -> str:
+    response: Any = getattr(exc, "response", None) or {}
+    return str(response.get("Error", {}).get("Code", ""))
 
 
 def _names(expression: str, field: str | None = None) -> dict[str, str]:

@@ -106,6 +106,11 @@ def once(value: Any) -> Any:
     return value
 
 
+def large(size: int) -> str:
+    """A result too big for its item: the worker keeps it in the bucket, the client reads it."""
+    return "L" * size
+
+
 TASKS: list[tuple[Callable[..., Any], dict[str, Any]]] = [
     (add, {}), (tsum, {}),
     (flaky, {"bind": True, "autoretry_for": (OSError,), "max_retries": 2,
@@ -113,7 +118,7 @@ TASKS: list[tuple[Callable[..., Any], dict[str, Any]]] = [
     (exhaust, {"autoretry_for": (OSError,), "max_retries": 0}),
     (fail, {}), (progress, {"bind": True}), (slow, {}), (size, {}),
     (big_retry, {"bind": True, "max_retries": 1}), (requeue, {"bind": True}),
-    (limited, {"rate_limit": "1/h"}), (once, {"idempotent": True}),
+    (limited, {"rate_limit": "1/h"}), (once, {"idempotent": True}), (large, {}),
 ]
 """Each task (named ``iam.<function>``) and its options."""
 

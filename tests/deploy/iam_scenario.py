@@ -4,7 +4,8 @@ calls recorded (``iam_check.Recorder``), for the IAM test.
 Actors, each an App of its own (``iam_app.build()``) with its own clients:
 
 * ``client``: ``delay``, ``apply_async`` (countdown, expires), ``send_task``, a chord, a group,
-  a chain, large arguments (S3), ``get``, ``GroupResult`` get/restore/forget, revoke, forget;
+  a chain, large arguments (S3), ``get`` (of a large result too, from S3), ``GroupResult``
+  get/restore/forget, revoke, forget;
 * the worker: ``poller`` (the Fargate stack's own ``cloudq poll`` command, in burst mode) or
   ``lambda`` (the handler, fed SQS events) with ``event-source`` (what Lambda's SQS poller
   does with the function's role: receive, then delete what the handler did not fail);
@@ -45,6 +46,8 @@ SLOW_S = 0.8
 VISIBILITY_S = 2
 BIG = 3000
 """Characters of a large argument: over ``message_size_limit`` (1 KiB), so through S3."""
+LARGE = 400_000
+"""Characters of a large result: over what a DynamoDB item holds, so kept in S3."""
 READY = {"SUCCESS", "FAILURE", "REVOKED"}
 
 
@@ -55,6 +58,7 @@ def settings(prefix: str, endpoint_url: str) -> dict[str, Any]:
         "payload_bucket": f"{prefix}payloads", "message_size_limit": 1024,
         "visibility_timeout": VISIBILITY_S, "max_receive_count": 5,
         "worker_revoke_check_interval": 0.2, "worker_shutdown_timeout": 5.0,
+        "worker_burst_wait": 1.0,  # a round does not wait for the 3600 s countdown
         # one task at a time: moto's UpdateItem is not atomic, and two chord members adding
         # themselves to the join at once can lose one (DynamoDB's own ADD is atomic)
         "worker_concurrency": 1,
@@ -152,6 +156,7 @@ def client_sends(world: World) -> None:
     sent["progress"] = c.tasks["iam.progress"].delay(3)
     sent["slow"] = c.tasks["iam.slow"].delay(SLOW_S)
     sent["size"] = c.tasks["iam.size"].delay("x" * BIG)
+    sent["large"] = c.tasks["iam.large"].delay(LARGE)
     sent["big_retry"] = c.tasks["iam.big_retry"].delay("y" * BIG)
     sent["requeue"] = c.tasks["iam.requeue"].delay()
     sent["limited"] = c.tasks["iam.limited"].delay(0)
@@ -171,7 +176,7 @@ def client_reads(world: World) -> dict[str, Any]:
     c, sent = world.client, world.sent
     got = {"plain": sent["plain"].get(timeout=5), "chord": sent["chord"].get(timeout=5),
            "chain": sent["chain"].get(timeout=5),
-           "group": world.group.get(timeout=5)}
+           "group": world.group.get(timeout=5), "large": len(sent["large"].get(timeout=5))}
     restored = cloudq.GroupResult.restore(world.group.id, app=c)
     assert restored is not None
     got["restored"] = [r.id for r in restored.results] == [r.id for r in world.group.results]

@@ -188,11 +188,12 @@ def test_the_scenario_ran_every_path_it_names(kind: Kind) -> None:
         "slow": "SUCCESS", "size": "SUCCESS", "big_retry": "SUCCESS", "requeue": "SUCCESS",
         "limited": "SUCCESS", "limited_later": "PENDING", "once": "SUCCESS",
         "revoked": "REVOKED", "chord": "SUCCESS", "group0": "SUCCESS", "group1": "SUCCESS",
-        "group2": "SUCCESS", "chain": "SUCCESS",
+        "group2": "SUCCESS", "chain": "SUCCESS", "large": "SUCCESS",
     }
     assert (outcome["early"], outcome["tick"]) == ("PENDING", "SUCCESS")  # hopped; fanned out
     assert outcome["read"] == {"plain": 5, "chord": 6, "chain": 6, "group": [0, 2, 4],
-                               "restored": True, "progress_state": "SUCCESS"}
+                               "restored": True, "progress_state": "SUCCESS",
+                               "large": scenario.LARGE}
     assert outcome["forgotten"] == {"plain": "PENDING", "group0": "PENDING"}
     dead_lettered = {c.resource for c in kind.worker_calls()
                      if c.operation == "SendMessage" and c.resource.endswith("-dlq")}

@@ -54,7 +54,7 @@ def app(local_aws: LocalAws, unique_prefix: str) -> Iterator[cloudq.App]:
         lambda_min_time_to_start=3.0, lambda_structured_logging=False, lambda_metrics=False,
     )
     provision(app, ["default", FIFO])
-    app.transport.ensure_queue(BRIEF, visibility_timeout_s=1, max_receive_count=5)
+    app.transport.ensure_queue(BRIEF, visibility_timeout_s=3, max_receive_count=5)
     lambda_app.runs.clear()
     lambda_app.rejected.clear()
     yield app
@@ -235,7 +235,7 @@ def test_a_record_that_cannot_be_handled_is_reported_failed_and_comes_back(
     assert lambda_app.runs == []
     assert counts(app, BRIEF) == {"visible": 0, "in_flight": 1}  # visibility left alone
     app.conf.update(result_table=f"{unique_prefix}results")
-    [again] = receive(app, BRIEF, wait_s=3)  # after the queue's 1 s visibility timeout
+    [again] = receive(app, BRIEF, wait_s=6)  # after the queue's 3 s visibility timeout
     assert (again.message_id, again.receive_count) == (first.message_id, 2)
     assert invoke_lambda(app, handler, [again]) == NO_FAILURES
     assert result.get(timeout=1) == 8
@@ -444,7 +444,7 @@ def test_a_recorded_event_with_malformed_records_runs_the_others_once_and_report
     logged = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert any("record 2 of 4 has no messageId" in line for line in logged)
     assert any(batch[2].message_id in line and "body is missing" in line for line in logged)
-    [again] = receive(app, BRIEF, wait_s=3)  # reported failed: back after the 1 s timeout
+    [again] = receive(app, BRIEF, wait_s=6)  # reported failed: back after the 3 s timeout
     assert (again.message_id, again.receive_count) == (batch[2].message_id, 2)
     assert invoke_lambda(app, handler, [again]) == NO_FAILURES
     assert results[2].get(timeout=1) == 6

@@ -149,7 +149,7 @@ def test_result_too_large_to_store_fails_the_task(app: cloudq.App, drain: Drain)
     drain(app)
 
     assert result.state == "FAILURE"
-    with pytest.raises(cloudq.EncodeError, match="limit of a DynamoDB item"):
+    with pytest.raises(cloudq.EncodeError, match=r"too large to store.*set payload_bucket"):
         result.get(timeout=1)
 
 

@@ -399,10 +399,10 @@ def test_a_second_signal_exits_at_once_leaving_the_message_for_later() -> None:
         release.set()
 
 
-def test_burst_mode_stops_at_once_when_there_is_nothing_to_do() -> None:
+def test_burst_mode_stops_soon_when_there_is_nothing_to_do() -> None:
     began = time.monotonic()
     assert Poller(new_app(), burst=True).run() == 0  # default poll wait, capped at 1 s
-    assert time.monotonic() - began < 2.5
+    assert time.monotonic() - began < 3.5  # one empty 1 s call per priority tier, in turn
 
 
 # -- setup, signals and logging -------------------------------------------------------------------
@@ -426,9 +426,7 @@ def test_worker_signals_are_sent_at_start_and_stop() -> None:
     assert seen == ["ready", "shutdown"]
 
 
-def test_start_is_logged_and_hard_limits_on_threads_are_warned_about(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+def test_start_is_logged(caplog: pytest.LogCaptureFixture) -> None:
     app = new_app()
 
     @app.task(time_limit=5)
@@ -441,8 +439,7 @@ def test_start_is_logged_and_hard_limits_on_threads_are_warned_about(
     lines = [r.getMessage() for r in caplog.records]
     assert any("mail-high, mail, mail-low" in line and "threads" in line and "concurrency 3"
                in line for line in lines)
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1 and limited.name in warnings[0].getMessage()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # limits enforced
 
 
 def test_failed_receives_are_logged_and_retried() -> None:
