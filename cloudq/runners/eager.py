@@ -14,7 +14,8 @@ from cloudq import states
 from cloudq.errors import Retry
 from cloudq.result import AsyncResult
 from cloudq.results import ResultMeta
-from cloudq.runners.execute import decoded_arguments, invoke, request_for
+from cloudq.runners.execute import decoded_arguments, request_for
+from cloudq.runners.invocation import invoke
 from cloudq.serialization import to_jsonable
 
 if TYPE_CHECKING:

@@ -5,7 +5,7 @@ The limit of a message is its envelope's ``time_limit``, else its task's, else t
 
 - ``processes``: the child is killed at the limit (``cloudq.runners.pools.ProcessRunner``);
 - a coroutine body (``asyncio`` pool, or a ``threads`` pool thread's own loop) is cancelled at
-  the limit (``cloudq.runners.execute.within_hard_limit``) and fails with TimeLimitExceeded;
+  the limit (``cloudq.runners.invocation.within_hard_limit``) and fails with TimeLimitExceeded;
 - a blocking body in a thread (``threads``; blocking tasks in the asyncio pool) cannot be
   killed, so
   :class:`HardLimit` raises TimeLimitExceeded in the body at the limit (at its next bytecode:
@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING
 from cloudq import message as wire
 from cloudq import signals, states
 from cloudq.errors import CloudqError, TimeLimitExceeded
-from cloudq.runners.execute import Disposition, Outcome, fetch_envelope, hard_limit_s
+from cloudq.runners.execute import Disposition, Outcome, fetch_envelope
+from cloudq.runners.invocation import hard_limit_s
 from cloudq.runners.limits import Interrupt
 from cloudq.task import _current_request
 

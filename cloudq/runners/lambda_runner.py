@@ -38,9 +38,9 @@ from cloudq.runners.execute import (
     Disposition,
     Outcome,
     aprocess_message,
-    is_async,
     process_message,
 )
+from cloudq.runners.invocation import is_async
 from cloudq.runners.lambda_event import (
     Batch,
     MalformedRecord,

@@ -66,11 +66,11 @@ from cloudq.runners.execute import (
     Outcome,
     canvas_failed,
     fetch_envelope,
-    forget_thread_loop,
     process_message,
     request_as_sent,
 )
 from cloudq.runners.hard_limits import HardLimit, hard_time_limit, record_killed
+from cloudq.runners.invocation import forget_thread_loop
 from cloudq.runners.limits import Interrupt, Overran
 
 if TYPE_CHECKING:

@@ -31,7 +31,7 @@ from cloudq import message as wire
 from cloudq.aio import TwinFace
 from cloudq.canvas.result import GroupResult
 from cloudq.errors import SoftTimeLimitExceeded, ValidationError
-from cloudq.runners.execute import thread_loop
+from cloudq.runners.invocation import thread_loop
 from cloudq.runners.poller import Poller
 from cloudq.stores.base import TTL_FIELD
 from cloudq.stores.memory import MemoryStore
